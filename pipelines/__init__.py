@@ -1,0 +1,1 @@
+"""Pipeline definition, local engine and the tools that run them."""

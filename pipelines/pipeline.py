@@ -1,0 +1,127 @@
+"""The only assembly point: config -> step builders -> one SageMaker Pipeline (the definition is truth)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.config import PipelineConfig
+from pipelines.sdk import SourceBundle, make_session, pack_source, prepare_environment, quiet_sdk
+from steps import deploy, evaluate, fail, preprocess, register, train, tune
+from steps.context import BuildContext
+from steps.parameters import NO_CHAMPION_KEY, build_parameters
+
+GATE_STEP = "Gate"
+DEPLOY_GATE_STEP = "DeployGate"
+
+
+def gate_conditions(ctx: BuildContext, evaluate_step: Any, evaluation: Any) -> list[Any]:
+    """Candidate metric meets the threshold AND is not worse than the champion beyond the tolerance."""
+    from sagemaker.core.workflow.conditions import (
+        ConditionGreaterThanOrEqualTo,
+        ConditionLessThanOrEqualTo,
+    )
+    from sagemaker.core.workflow.functions import JsonGet
+
+    cfg = ctx.config
+
+    def value(path: str) -> Any:
+        return JsonGet(step_name=evaluate_step.name, property_file=evaluation, json_path=path)
+
+    metric = value(cfg.metric_json_path)
+    threshold = ctx.params["GateThreshold"]
+    meets = (
+        ConditionGreaterThanOrEqualTo(left=metric, right=threshold)
+        if cfg.metric_direction == "maximize"
+        else ConditionLessThanOrEqualTo(left=metric, right=threshold)
+    )
+    not_worse = ConditionLessThanOrEqualTo(
+        left=value("gate.shortfall"), right=ctx.params["ChampionTolerance"]
+    )
+    return [meets, not_worse]
+
+
+def deploy_gate(ctx: BuildContext, register_step: Any, model_uri: Any) -> Any:
+    """Deploy only when the run asks for it and the new version is Approved (SageMaker refuses otherwise)."""
+    from sagemaker.core.workflow.conditions import ConditionEquals
+    from sagemaker.mlops.workflow.condition_step import ConditionStep
+
+    return ConditionStep(
+        name=DEPLOY_GATE_STEP,
+        depends_on=[register_step],
+        conditions=[
+            ConditionEquals(left=ctx.params["DeployModel"], right=True),
+            ConditionEquals(left=ctx.params["ModelApprovalStatus"], right="Approved"),
+        ],
+        if_steps=deploy.build(ctx, model_uri),
+        else_steps=[],
+    )
+
+
+@dataclass(frozen=True)
+class CompiledPipeline:
+    """A definition plus the uploads it refers to (code, markers), ready for either target."""
+
+    name: str
+    definition: str
+    uploads: dict[str, bytes]
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return {p["Name"]: p.get("DefaultValue") for p in json.loads(self.definition)["Parameters"]}
+
+
+def compile_pipeline(config: PipelineConfig) -> CompiledPipeline:
+    """Build and serialise the pipeline quietly and offline."""
+    with quiet_sdk():
+        pipeline = build_pipeline(config)
+        definition = pipeline.definition()
+    return CompiledPipeline(
+        name=config.pipeline_name,
+        definition=definition,
+        uploads=dict(pipeline.sagemaker_session.pending_uploads),
+    )
+
+
+def build_pipeline(config: PipelineConfig, session: Any = None, source: SourceBundle | None = None) -> Any:
+    """Compile the pipeline; code uploads are left in `session.pending_uploads` for the target to publish."""
+    prepare_environment(config.region)
+    from sagemaker.core.workflow.pipeline_definition_config import PipelineDefinitionConfig
+    from sagemaker.mlops.workflow.condition_step import ConditionStep
+    from sagemaker.mlops.workflow.pipeline import Pipeline
+
+    session = session or make_session(config.region, config.bucket)
+    source = source or pack_source()
+    ctx = BuildContext(config=config, session=session, params=build_parameters(config), source=source)
+    session.pending_uploads[ctx.code_uri] = source.data
+    session.pending_uploads[f"{config.s3_root}/{NO_CHAMPION_KEY}"] = (
+        b"No approved champion model existed when this execution started.\n"
+    )
+
+    pre = preprocess.build(ctx)
+    training = train.build(ctx, pre)
+    steps: list[Any] = [pre, training]
+    if config.tuning.enabled:
+        tuning = tune.build(ctx, pre)
+        steps.append(tuning)
+        candidate = tune.best_model_uri(ctx, tuning)
+    else:
+        candidate = training.properties.ModelArtifacts.S3ModelArtifacts
+    evaluation = evaluate.property_file()
+    evaluate_step = evaluate.build(ctx, pre, candidate, evaluation)
+    register_step = register.build(ctx, candidate, evaluate.evaluation_json_uri(evaluate_step))
+    gate = ConditionStep(
+        name=GATE_STEP,
+        conditions=gate_conditions(ctx, evaluate_step, evaluation),
+        if_steps=[register_step, deploy_gate(ctx, register_step, candidate)],
+        else_steps=[fail.build(ctx, evaluate_step, evaluation)],
+    )
+    steps += [evaluate_step, gate]
+    return Pipeline(
+        name=config.pipeline_name,
+        parameters=list(ctx.params.values()),
+        steps=steps,
+        sagemaker_session=session,
+        pipeline_definition_config=PipelineDefinitionConfig(use_custom_job_prefix=False),
+    )
