@@ -1,0 +1,1 @@
+"""Model code run inside SageMaker containers (or the local engine's sandbox); imports nothing else."""

@@ -1,0 +1,189 @@
+"""Serving handlers (model_fn/input_fn/predict_fn/output_fn): raw records in, predictions out, no pickle."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xgboost as xgb
+
+if __package__:
+    from .features import FeatureError, FeatureSpec, RecordEncoder
+else:
+    from features import FeatureError, FeatureSpec, RecordEncoder
+
+MODEL_FILE = "xgboost-model.json"
+SPEC_FILE = "feature_spec.json"
+CSV = "text/csv"
+JSON = "application/json"
+DEFAULT_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
+
+
+class InputError(ValueError):
+    """The request cannot be served as sent (servers answer 4xx); the message names the problem."""
+
+
+@dataclass(frozen=True)
+class Model:
+    """A loaded model: booster, its feature spec and the precomputed record encoder."""
+
+    booster: xgb.Booster
+    spec: FeatureSpec
+    encoder: RecordEncoder
+
+
+@dataclass(frozen=True)
+class Records:
+    """Parsed request body: rows (raw column order, or under a header row) or JSON objects."""
+
+    rows: Sequence[Sequence[object]] = ()
+    objects: Sequence[Mapping[str, object]] = ()
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Raw model output plus what output_fn needs to label it."""
+
+    problem_type: str
+    classes: tuple[str, ...]
+    values: np.ndarray  # binary: P(classes[1]); multiclass: (n, k) probabilities; regression: values
+
+
+def model_fn(model_dir: str | os.PathLike[str]) -> Model:
+    """Load `xgboost-model.json` and `feature_spec.json` from `model_dir` (JSON formats only)."""
+    directory = Path(model_dir)
+    model_path = directory / MODEL_FILE
+    if not model_path.is_file():
+        raise FileNotFoundError(f"{MODEL_FILE} not found in {directory}")
+    booster = xgb.Booster()
+    booster.load_model(model_path)
+    spec = FeatureSpec.load(directory / SPEC_FILE)
+    if booster.num_features() != len(spec.feature_names):
+        raise ValueError(
+            f"model has {booster.num_features()} features but {SPEC_FILE} defines {len(spec.feature_names)}"
+        )
+    return Model(booster=booster, spec=spec, encoder=spec.record_encoder())
+
+
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
+def input_fn(body: bytes | str, content_type: str | None) -> Records:
+    """Parse CSV (with or without a header row) or JSON (object, list, {"instances": [...]}) records."""
+    media = _media_type(content_type) or JSON  # SageMaker's worker defaults a missing Content-Type to JSON
+    if media not in (CSV, JSON):
+        raise InputError(f"unsupported content type {content_type!r}: use {CSV} or {JSON}")
+    if isinstance(body, bytes | bytearray | memoryview):
+        try:
+            text = bytes(body).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"request body is not UTF-8 text: {exc}") from None
+    else:
+        text = body
+    if not text.strip():
+        raise InputError("empty request body: send at least one record")
+    return _parse_csv(text) if media == CSV else _parse_json(text)
+
+
+def _parse_csv(text: str) -> Records:
+    text = text.strip("\r\n")
+    if '"' in text:
+        rows = [row for row in csv.reader(io.StringIO(text)) if row]
+    else:  # the common case: split by hand, several times faster than csv.reader for one record
+        rows = [line.split(",") for line in text.splitlines() if line.strip()]
+    if not rows:
+        raise InputError("empty request body: send at least one record")
+    return Records(rows=rows)
+
+
+def _parse_json(text: str) -> Records:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"invalid JSON: {exc}") from None
+    if isinstance(data, Mapping) and "instances" in data:
+        data = data["instances"]
+        if not isinstance(data, list):
+            raise InputError('"instances" must be a list of records')
+    if isinstance(data, Mapping):
+        return Records(objects=[data])
+    if not isinstance(data, list) or not data:
+        raise InputError('JSON body must be an object, a non-empty list of records or {"instances": [...]}')
+    if all(isinstance(item, Mapping) for item in data):
+        return Records(objects=data)
+    if all(isinstance(item, list) for item in data):
+        return Records(rows=data)
+    if not any(isinstance(item, Mapping | list) for item in data):
+        return Records(rows=[data])  # one record as a flat list in raw column order
+    raise InputError("JSON records must be all objects or all lists (raw column order), not a mix")
+
+
+def _features(data: Records, encoder: RecordEncoder) -> np.ndarray:
+    if data.objects:
+        return encoder.encode_mappings(data.objects)
+    rows = data.rows
+    first = [str(v).strip() for v in rows[0]]
+    if any(name in encoder.columns for name in first):  # a header row names the columns
+        if len(rows) == 1:
+            raise InputError("CSV body has a header row but no records")
+        return encoder.encode_header(first, rows[1:])
+    return encoder.encode(rows)
+
+
+def predict_fn(data: Records | np.ndarray, model: Model) -> Prediction:
+    """Encode the records with the model's feature spec and predict with `inplace_predict`."""
+    try:
+        x = data if isinstance(data, np.ndarray) else _features(data, model.encoder)
+    except FeatureError as exc:
+        raise InputError(str(exc)) from None
+    if x.ndim != 2 or x.shape[1] != model.encoder.width:
+        raise InputError(f"expected {model.encoder.width} features per record, got shape {x.shape}")
+    values = model.booster.inplace_predict(x)
+    return Prediction(model.spec.problem_type, model.spec.classes, np.asarray(values))
+
+
+def _accept(accept: str | None) -> str:
+    for option in (accept or "*/*").split(","):
+        media = _media_type(option)
+        if media in ("", "*/*"):
+            return _media_type(os.environ.get(DEFAULT_ACCEPT_ENV)) or JSON
+        if media in (CSV, JSON):
+            return media
+    raise InputError(f"unsupported accept type {accept!r}: use {CSV} or {JSON}")
+
+
+def output_fn(prediction: Prediction, accept: str | None) -> tuple[str, str]:
+    """Serialise: CSV one line per record, or JSON {"predictions": [...]}; returns (body, content type)."""
+    media = _accept(accept)
+    values = prediction.values
+    if prediction.problem_type == "multiclass":
+        probs = values.reshape(len(values), -1).tolist()
+        labels = [prediction.classes[i] for i in np.argmax(values.reshape(len(values), -1), axis=1)]
+        if media == CSV:
+            lines = [",".join([label, *map(repr, row)]) for label, row in zip(labels, probs, strict=True)]
+            return "\n".join(lines) + "\n", CSV
+        records = [
+            {
+                "label": label,
+                "score": max(row),
+                "probabilities": dict(zip(prediction.classes, row, strict=True)),
+            }
+            for label, row in zip(labels, probs, strict=True)
+        ]
+    else:
+        scores = values.reshape(-1).tolist()
+        if media == CSV:
+            return "\n".join(map(repr, scores)) + "\n", CSV
+        if prediction.problem_type == "binary":
+            negative, positive = prediction.classes
+            records = [{"score": s, "label": positive if s >= 0.5 else negative} for s in scores]
+        else:
+            records = [{"score": s} for s in scores]
+    return json.dumps({"predictions": records}), JSON
