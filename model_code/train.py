@@ -213,6 +213,24 @@ def final_score(booster: xgb.Booster, dval: xgb.DMatrix, metric: str) -> float:
     return float(match.group(1))
 
 
+def debugger_hook() -> xgb.callback.TrainingCallback | None:
+    """SageMaker Debugger's XGBoost hook when the job has a DebugHookConfig (its rules read `metrics`).
+
+    smdebug ships in SageMaker's XGBoost image, and the platform writes the hook's JSON config only when the
+    training request has a DebugHookConfig; anywhere else (the local engine, tests) this returns None.
+    """
+    default = base_dir() / "input" / "config" / "debughookconfig.json"
+    config = Path(os.environ.get("SMDEBUG_CONFIG_FILE_PATH", str(default)))
+    if not config.exists():
+        return None
+    try:
+        from smdebug.xgboost import Hook  # type: ignore[import-not-found]
+    except ImportError:
+        print("train: Debugger hook config found but smdebug is not installed; rules get no data", flush=True)
+        return None
+    return Hook.create_from_json_file()
+
+
 def train(args: argparse.Namespace) -> None:
     base = base_dir()
     model_dir = Path(os.environ.get("SM_MODEL_DIR", base / "model"))
@@ -251,6 +269,9 @@ def train(args: argparse.Namespace) -> None:
                     maximize=stop_metric.split("@")[0] in MAXIMIZE,
                 )
             )
+        hook = debugger_hook()
+        if hook is not None:
+            callbacks.append(hook)
         print(f"train: {spec.problem_type}, {params}, {remaining} rounds from round {done}", flush=True)
         booster = xgb.train(
             params,
