@@ -1,0 +1,375 @@
+"""run_transform_job: split and batch strategies, `.out` naming, assembly, filters and joins, streaming."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pipelines.local.errors import UnsupportedError
+from pipelines.local.jobs import JobContext, run_training_job, run_transform_job
+from pipelines.local.jobs.jsonpath import CsvRow, FilterError, parse
+from tests.local.test_jobs_support import SKLEARN_IMAGE, XGBOOST_IMAGE, assert_shape, make_ctx
+from tests.local.test_jobs_training import channel, request, sourcedir
+
+INFERENCE = """
+import json
+from pathlib import Path
+import helper  # a sibling module in code/, as model_code's inference.py imports features.py
+
+def model_fn(model_dir):
+    return {"dir": Path(model_dir), "w": float((Path(model_dir) / "weight.txt").read_text())}
+
+def input_fn(body, content_type):
+    text = body.decode() if isinstance(body, bytes) else body
+    if "json" in content_type:
+        return [json.loads(line) for line in text.splitlines()]
+    return [[float(v) for v in line.split(",")] for line in text.splitlines()]
+
+def predict_fn(data, model):
+    with open(model["dir"] / "calls.txt", "a") as f:
+        f.write(f"{len(data)}\\n")
+    return [helper.score(r["features"] if isinstance(r, dict) else r, model["w"]) for r in data]
+
+def output_fn(prediction, accept):
+    if accept == "application/json":
+        return json.dumps({"predictions": [{"score": p} for p in prediction]}), accept
+    return "".join(f"{p}\\n" for p in prediction), "text/csv"
+"""
+
+
+def model_tarball(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def script_model(ctx: JobContext) -> dict[str, Any]:
+    ctx.store.put_bytes(
+        "s3://bkt/model/model.tar.gz",
+        model_tarball(
+            {
+                "weight.txt": b"2",
+                "code/inference.py": INFERENCE.encode(),
+                "code/helper.py": b"def score(row, w):\n    return round(sum(row) * w, 6)\n",
+            }
+        ),
+    )
+    return {
+        "ModelName": "m",
+        "ModelArn": "arn:aws:sagemaker:us-east-1:000000000000:model/m",
+        "CreationTime": None,
+        "PrimaryContainer": {
+            "Image": SKLEARN_IMAGE,
+            "ModelDataUrl": "s3://bkt/model/model.tar.gz",
+            "Environment": {
+                "SAGEMAKER_PROGRAM": "inference.py",
+                "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+            },
+        },
+    }
+
+
+def transform_request(name: str, **settings: Any) -> dict[str, Any]:
+    tin = {
+        "DataSource": {
+            "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": settings.pop("uri", "s3://bkt/in")}
+        },
+        "ContentType": settings.pop("content_type", "text/csv"),
+        "SplitType": settings.pop("split", "Line"),
+    }
+    tout = {"S3OutputPath": f"s3://bkt/out/{name}", "AssembleWith": settings.pop("assemble", "Line")}
+    if "accept" in settings:
+        tout["Accept"] = settings.pop("accept")
+    return {
+        "TransformJobName": name,
+        "ModelName": "m",
+        "TransformInput": tin,
+        "TransformOutput": tout,
+        "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
+        **settings,
+    }
+
+
+def calls(ctx: JobContext) -> list[int]:
+    return [int(n) for n in (ctx.job_dir / "model" / "calls.txt").read_text().split()]
+
+
+def test_out_naming_and_batch_strategies(tmp_path: Path) -> None:
+    for strategy, expected_calls in (("SingleRecord", [1, 1, 1, 1, 1]), ("MultiRecord", [2, 3])):
+        ctx = make_ctx(tmp_path, strategy)
+        model = script_model(ctx)
+        ctx.store.put_bytes("s3://bkt/in/a.csv", b"1,2\n3,4\n")
+        ctx.store.put_bytes("s3://bkt/in/nested/b.csv", b"1,1\n\n2,2\n3,3\n")
+        req = transform_request(strategy, BatchStrategy=strategy, MaxConcurrentTransforms=3)
+        desc = run_transform_job(req, ctx, model)
+        assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+        assert_shape("DescribeTransformJob", desc)
+        assert ctx.store.list(f"s3://bkt/out/{strategy}/") == [
+            f"s3://bkt/out/{strategy}/a.csv.out",
+            f"s3://bkt/out/{strategy}/nested/b.csv.out",
+        ]
+        assert ctx.store.get_bytes(f"s3://bkt/out/{strategy}/nested/b.csv.out") == b"4.0\n8.0\n12.0\n"
+        assert sorted(calls(ctx)) == sorted(expected_calls)  # output order holds with 3 workers
+
+
+COUNTING = """
+import time
+from pathlib import Path
+
+def model_fn(model_dir):
+    return Path(model_dir)
+
+def transform_fn(model, body, content_type, accept):
+    count = body.count(b"\\n") + 1
+    time.sleep(0.03)  # slower than reading: the window of pending batches is always full
+    with open(model / "calls.txt", "a") as f:
+        f.write(f"{count}\\n")
+    return "1\\n" * count, "text/csv"
+"""
+
+
+def test_multirecord_batches_fit_the_payload_and_memory_stays_flat(tmp_path: Path) -> None:
+    """Memory peak does not grow with the input: records stream through a bounded window of batches."""
+    row = "0.123456789," * 19 + "0.123456789\n"  # 240 bytes: about 4400 records per 1 MB batch
+    peaks = []
+    for rows in (30_000, 120_000):  # 7 MB and 29 MB
+        ctx = make_ctx(tmp_path, f"big{rows}")
+        ctx.store.put_bytes(
+            "s3://bkt/model/model.tar.gz", model_tarball({"code/inference.py": COUNTING.encode()})
+        )
+        model = {
+            "ModelName": "count",
+            "PrimaryContainer": {"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://bkt/model/model.tar.gz"},
+        }
+        ctx.store.put_bytes("s3://bkt/in/big.csv", (row * rows).encode())
+        req = transform_request(
+            f"big{rows}", BatchStrategy="MultiRecord", MaxPayloadInMB=1, MaxConcurrentTransforms=2
+        )
+        tracemalloc.start()
+        desc = run_transform_job(req, ctx, model)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+        batches = calls(ctx)
+        assert (
+            sum(batches) == rows
+            and max(batches) * len(row) <= 1024 * 1024
+            and len(batches) >= rows * len(row) // 2**20
+        )
+        assert ctx.store.get_bytes(f"s3://bkt/out/big{rows}/big.csv.out").count(b"\n") == rows
+    assert peaks[1] < peaks[0] * 1.3 and peaks[1] < 29e6 / 2, peaks  # 4x the input, about the same peak
+
+
+def test_assemble_with_none_and_line_for_whole_objects(tmp_path: Path) -> None:
+    for assemble, expected in (
+        ("None", b'{"predictions": [{"score": 6.0}]}'),
+        ("Line", b'{"predictions": [{"score": 6.0}]}\n'),
+    ):
+        ctx = make_ctx(tmp_path, assemble)
+        model = script_model(ctx)
+        ctx.store.put_bytes("s3://bkt/in/doc.json", b'{"features": [1, 2]}')
+        req = transform_request(
+            assemble,
+            split="None",
+            assemble=assemble,
+            content_type="application/json",
+            accept="application/json",
+        )
+        desc = run_transform_job(req, ctx, model)
+        assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+        assert ctx.store.get_bytes(f"s3://bkt/out/{assemble}/doc.json.out") == expected
+
+
+def test_csv_input_filter_join_and_output_filter(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    model = script_model(ctx)
+    ctx.store.put_bytes("s3://bkt/in/rows.csv", b"id1,1,2\nid2,3,4\n")
+    processing = {"InputFilter": "$[1:]", "JoinSource": "Input", "OutputFilter": "$[0,-1]"}
+    desc = run_transform_job(
+        transform_request("csvjoin", BatchStrategy="MultiRecord", DataProcessing=processing), ctx, model
+    )
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    assert ctx.store.get_bytes("s3://bkt/out/csvjoin/rows.csv.out") == b"id1,6.0\nid2,14.0\n"
+
+
+def test_json_lines_filter_and_join(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    model = script_model(ctx)
+    ctx.store.put_bytes(
+        "s3://bkt/in/objects.jsonl", b'{"id": "r1", "features": [1, 2]}\n{"id": "r2", "features": [3, 4]}\n'
+    )
+    ctx.store.put_bytes("s3://bkt/in2/arrays.jsonl", b"[1, 2]\n[5, 5]\n")
+    common = {
+        "content_type": "application/jsonlines",
+        "accept": "application/json",
+        "BatchStrategy": "MultiRecord",
+    }
+    desc = run_transform_job(
+        transform_request(
+            "jobj",
+            DataProcessing={
+                "InputFilter": "$.features",
+                "JoinSource": "Input",
+                "OutputFilter": "$['id','SageMakerOutput']",
+            },
+            **common,
+        ),
+        ctx,
+        model,
+    )
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    lines = ctx.store.get_bytes("s3://bkt/out/jobj/objects.jsonl.out").decode().splitlines()
+    assert [json.loads(x) for x in lines] == [
+        {"id": "r1", "SageMakerOutput": {"score": 6.0}},
+        {"id": "r2", "SageMakerOutput": {"score": 14.0}},
+    ]
+    desc = run_transform_job(
+        transform_request("jarr", uri="s3://bkt/in2", DataProcessing={"JoinSource": "Input"}, **common),
+        make_ctx(tmp_path, "arr"),
+        model,
+    )
+    lines = ctx.store.get_bytes("s3://bkt/out/jarr/arrays.jsonl.out").decode().splitlines()
+    assert json.loads(lines[1]) == {"SageMakerInput": [5, 5], "SageMakerOutput": {"score": 20.0}}
+
+
+def test_a_failing_object_writes_no_out_and_fails_the_job(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    model = script_model(ctx)
+    ctx.store.put_bytes("s3://bkt/in/good.csv", b"1,2\n")
+    ctx.store.put_bytes("s3://bkt/in/bad.csv", b"1,2\nnot,numbers\n")
+    desc = run_transform_job(transform_request("fail", BatchStrategy="SingleRecord"), ctx, model)
+    assert desc["TransformJobStatus"] == "Failed"
+    assert "bad.csv" in desc["FailureReason"] and "could not convert" in desc["FailureReason"]
+    assert ctx.store.list("s3://bkt/out/fail/") == ["s3://bkt/out/fail/good.csv.out"]
+
+
+def test_builtin_xgboost_model(tmp_path: Path) -> None:
+    import xgboost as xgb
+
+    rng = np.random.default_rng(0)
+    x = rng.random((60, 3))
+    booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(x, label=(x[:, 0] > 0.5)), 3)
+    ctx = make_ctx(tmp_path)
+    ctx.store.put_bytes(
+        "s3://bkt/xgbmodel/model.tar.gz", model_tarball({"xgboost-model": bytes(booster.save_raw("ubj"))})
+    )
+    ctx.store.put_bytes(
+        "s3://bkt/in/x.csv", "\n".join(",".join(f"{v:.6f}" for v in row) for row in x[:5]).encode()
+    )
+    model = {
+        "ModelName": "xgb",
+        "PrimaryContainer": {"Image": XGBOOST_IMAGE, "ModelDataUrl": "s3://bkt/xgbmodel/model.tar.gz"},
+    }
+    desc = run_transform_job(transform_request("xgb", BatchStrategy="MultiRecord"), ctx, model)
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    got = [float(v) for v in ctx.store.get_bytes("s3://bkt/out/xgb/x.csv.out").split()]
+    want = booster.predict(xgb.DMatrix(np.round(x[:5], 6).astype(np.float32)))
+    assert got == pytest.approx(want.tolist(), abs=1e-5)
+
+
+def test_unsupported_settings_raise(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    model = script_model(ctx)
+    with pytest.raises(UnsupportedError, match="RecordIO"):
+        run_transform_job(transform_request("r", split="RecordIO"), ctx, model)
+    with pytest.raises(UnsupportedError, match=r"\$\.\.x"):
+        run_transform_job(transform_request("r", DataProcessing={"InputFilter": "$..x"}), ctx, model)
+
+
+def test_jsonpath_subset() -> None:
+    row = CsvRow(["a", "b", "c", "d"])
+    assert parse("$[1:]").apply(row) == ["b", "c", "d"] and parse("$[0,2:]").apply(row) == ["a", "c", "d"]
+    assert parse("$[-1]").apply(row) == ["d"] and parse("$").apply(row) == row
+    record = {"id": 1, "f": {"x": [1, 2, 3]}}
+    assert parse("$.f.x[1]").apply(record) == 2 and parse("$['id']").apply(record) == 1
+    assert parse("$['id','f']").apply(record) == record
+    with pytest.raises(FilterError, match="out of range"):
+        parse("$[7]").apply(row)
+    with pytest.raises(FilterError, match="'missing'"):
+        parse("$.missing").apply(record)
+    with pytest.raises(UnsupportedError):
+        parse("$[?(@.x)]")
+
+
+@pytest.mark.skipif(not Path("model_code/train.py").is_file(), reason="model_code not present")
+def test_model_code_artefact_end_to_end(tmp_path: Path) -> None:
+    """Train with model_code/train.py (script mode), then batch-transform raw records with its artefact."""
+    from model_code.data import generate
+    from model_code.features import FeatureSpec
+
+    df = generate(400, seed=3)
+    numeric = [
+        "air_temperature_k",
+        "process_temperature_k",
+        "rotational_speed_rpm",
+        "torque_nm",
+        "tool_wear_min",
+    ]
+    spec = FeatureSpec.fit(
+        df, target="machine_failure", problem_type="binary", numeric=numeric, categorical=["type"]
+    )
+    ctx = make_ctx(tmp_path, "train")
+    columns = [*spec.raw_columns, "machine_failure"]
+    ctx.store.put_bytes("s3://bkt/pdm/train/train.csv", df[columns][:300].to_csv(index=False).encode())
+    ctx.store.put_bytes("s3://bkt/pdm/train/feature_spec.json", json.dumps(spec.to_dict()).encode())
+    ctx.store.put_bytes(
+        "s3://bkt/pdm/validation/validation.csv", df[columns][300:].to_csv(index=False).encode()
+    )
+    code = {
+        name: Path("model_code", name).read_text()
+        for name in ("train.py", "common.py", "features.py", "inference.py")
+    }
+    ctx.store.put_bytes("s3://bkt/pdm/code/sourcedir.tar.gz", sourcedir(code))
+    hps = {
+        "num_round": "5",
+        "max_depth": "3",
+        "sagemaker_program": '"train.py"',
+        "sagemaker_submit_directory": '"s3://bkt/pdm/code/sourcedir.tar.gz"',
+    }
+    req = request(
+        "pdm-train",
+        XGBOOST_IMAGE,
+        hps,
+        [channel("train", "s3://bkt/pdm/train"), channel("validation", "s3://bkt/pdm/validation")],
+    )
+    req["AlgorithmSpecification"]["MetricDefinitions"] = [
+        {"Name": "validation:auc", "Regex": "validation-auc:([-+0-9.eE]+)"}
+    ]
+    desc = run_training_job(req, ctx)
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    assert 0.0 <= desc["FinalMetricDataList"][0]["Value"] <= 1.0
+
+    raw = df[spec.raw_columns][300:320].to_csv(index=False, header=False).encode()
+    ctx.store.put_bytes("s3://bkt/pdm/batch/records.csv", raw)
+    model = {
+        "ModelName": "pdm",
+        "PrimaryContainer": {
+            "Image": XGBOOST_IMAGE,
+            "ModelDataUrl": desc["ModelArtifacts"]["S3ModelArtifacts"],
+            "Environment": {
+                "SAGEMAKER_PROGRAM": "inference.py",
+                "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+            },
+        },
+    }
+    out = run_transform_job(
+        transform_request(
+            "pdm-batch", uri="s3://bkt/pdm/batch", accept="text/csv", BatchStrategy="MultiRecord"
+        ),
+        make_ctx(tmp_path, "batch"),
+        model,
+    )
+    assert out["TransformJobStatus"] == "Completed", out.get("FailureReason")
+    scores = [float(v) for v in ctx.store.get_bytes("s3://bkt/out/pdm-batch/records.csv.out").split()]
+    assert len(scores) == 20 and all(0.0 <= s <= 1.0 for s in scores)
