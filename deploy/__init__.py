@@ -1,0 +1,1 @@
+"""Deployment: model registry actions, endpoints, batch transform, the model server and infrastructure."""
