@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines.config import PipelineConfig
-from pipelines.sdk import SourceBundle, make_session, pack_source, prepare_environment, quiet_sdk
+from pipelines.sdk import SourceBundle, make_session, prepare_environment, quiet_sdk
 from steps import deploy, evaluate, fail, preprocess, register, train, tune
-from steps.context import BuildContext
+from steps.context import BuildContext, pack_sources
 from steps.parameters import NO_CHAMPION_KEY, build_parameters
 
 GATE_STEP = "Gate"
@@ -84,7 +84,9 @@ def compile_pipeline(config: PipelineConfig) -> CompiledPipeline:
     )
 
 
-def build_pipeline(config: PipelineConfig, session: Any = None, source: SourceBundle | None = None) -> Any:
+def build_pipeline(
+    config: PipelineConfig, session: Any = None, sources: dict[str, SourceBundle] | None = None
+) -> Any:
     """Compile the pipeline; code uploads are left in `session.pending_uploads` for the target to publish."""
     prepare_environment(config.region)
     from sagemaker.core.workflow.pipeline_definition_config import PipelineDefinitionConfig
@@ -92,9 +94,10 @@ def build_pipeline(config: PipelineConfig, session: Any = None, source: SourceBu
     from sagemaker.mlops.workflow.pipeline import Pipeline
 
     session = session or make_session(config.region, config.bucket)
-    source = source or pack_source()
-    ctx = BuildContext(config=config, session=session, params=build_parameters(config), source=source)
-    session.pending_uploads[ctx.code_uri] = source.data
+    sources = sources or pack_sources()
+    ctx = BuildContext(config=config, session=session, params=build_parameters(config), sources=sources)
+    for entry, bundle in sources.items():
+        session.pending_uploads[ctx.code_uri(entry)] = bundle.data
     session.pending_uploads[f"{config.s3_root}/{NO_CHAMPION_KEY}"] = (
         b"No approved champion model existed when this execution started.\n"
     )

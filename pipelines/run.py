@@ -242,7 +242,7 @@ def _run(
     if final["PipelineExecutionStatus"] not in TERMINAL:
         return EXIT_FAILED
     summary = collect(client, target, final, config)
-    print_summary(console, summary, config, target.name)
+    print_summary(console, summary, config, target)
     return EXIT_OK if final["PipelineExecutionStatus"] == "Succeeded" else EXIT_FAILED
 
 

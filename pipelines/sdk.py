@@ -99,13 +99,45 @@ def _source_files(root: Path) -> Iterable[Path]:
             yield path
 
 
-def pack_source(root: Path = MODEL_CODE_DIR) -> SourceBundle:
-    """tar.gz with sorted members, zeroed mtimes/owners and a zero gzip timestamp: same files, same bytes."""
+def local_imports(root: Path, entry: str, extra: Iterable[str] = ()) -> list[str]:
+    """`entry` plus every module of `root` it imports, transitively (`import x`, `from x import`, `from .x`).
+
+    Each job ships only the files it runs, so editing `train.py` changes the training bundle alone and
+    preprocessing keeps its cache hit.
+    """
+    import ast
+
+    available = {p.stem: p.name for p in root.glob("*.py")}
+    wanted, queue = set(), [entry, *extra]
+    while queue:
+        name = queue.pop()
+        if name in wanted:
+            continue
+        path = root / name
+        if not path.is_file():
+            raise FileNotFoundError(f"model code file {path} does not exist")
+        wanted.add(name)
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            modules: list[str] = []
+            if isinstance(node, ast.Import):
+                modules = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level in (0, 1):
+                modules = [node.module.split(".")[0]]
+            queue += [available[m] for m in modules if m in available]
+    return sorted(wanted)
+
+
+def pack_source(root: Path = MODEL_CODE_DIR, files: Iterable[str] | None = None) -> SourceBundle:
+    """tar.gz with sorted members, zeroed mtimes/owners and a zero gzip timestamp: same files, same bytes.
+
+    `files` (names relative to `root`) limits the bundle to what one job needs; default: the whole folder.
+    """
     if not root.is_dir():
         raise FileNotFoundError(f"model code folder {root} does not exist")
+    paths = _source_files(root) if files is None else [root / name for name in sorted(files)]
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in _source_files(root):
+        for path in paths:
             info = tarfile.TarInfo(str(path.relative_to(root)))
             data = path.read_bytes()
             info.size = len(data)
@@ -116,6 +148,11 @@ def pack_source(root: Path = MODEL_CODE_DIR) -> SourceBundle:
 
     data = gzip.compress(raw.getvalue(), mtime=0)
     return SourceBundle(data=data, sha256=hashlib.sha256(data).hexdigest())
+
+
+def pack_entry(entry: str, extra: Iterable[str] = (), root: Path = MODEL_CODE_DIR) -> SourceBundle:
+    """The bundle of one job: its entry script and the model-code modules it imports."""
+    return pack_source(root, local_imports(root, entry, extra))
 
 
 def make_session(region: str, bucket: str) -> Any:

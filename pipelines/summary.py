@@ -73,8 +73,10 @@ def collect(client: Any, target: Any, execution: dict[str, Any], config: Pipelin
             endpoint = client.describe_endpoint(EndpointName=_name(meta["Endpoint"]["Arn"]))
             summary.endpoint_name = endpoint["EndpointName"]
             summary.endpoint_status = endpoint["EndpointStatus"]
-            url = getattr(client, "endpoint_url", None)
-            summary.endpoint_url = url(summary.endpoint_name) if callable(url) else None
+            # The local engine's one extension to the API: where its endpoint's server listens.
+            local = getattr(client, "local_endpoint", None)
+            if callable(local):
+                summary.endpoint_url = local(EndpointName=summary.endpoint_name).get("url")
     if summary.evaluation_uri:
         try:
             evaluation = json.loads(target.get(summary.evaluation_uri))
@@ -101,7 +103,10 @@ def sample_record(config: PipelineConfig) -> str:
     return ",".join(values)
 
 
-def print_summary(console: Console, summary: RunSummary, config: PipelineConfig, target_name: str) -> None:
+def print_summary(console: Console, summary: RunSummary, config: PipelineConfig, target: Any) -> None:
+    target_name = target.name
+    root = getattr(target, "root", None)
+    root_flag = f" --root {root}" if root is not None and str(root) != ".mlops" else ""
     ok = summary.status == "Succeeded"
     console.rule(f"[{'green' if ok else 'red'}]{summary.status}")
     metric = config.evaluation.metric
@@ -146,11 +151,13 @@ def print_summary(console: Console, summary: RunSummary, config: PipelineConfig,
                 soft_wrap=True,
             )
             console.print(
-                f"  python -m deploy.endpoint invoke {summary.endpoint_name} --body '{record}'",
+                f"  python -m deploy.endpoint{root_flag} invoke {summary.endpoint_name} --body '{record}'",
                 highlight=False,
                 soft_wrap=True,
             )
-            console.print(f"Stop it: python -m deploy.endpoint stop {summary.endpoint_name}", highlight=False)
+            console.print(
+                f"Stop it: python -m deploy.endpoint{root_flag} stop {summary.endpoint_name}", highlight=False
+            )
         elif target_name == "sagemaker":
             console.print(
                 f"Invoke it: aws sagemaker-runtime invoke-endpoint --endpoint-name {summary.endpoint_name} "
@@ -159,6 +166,8 @@ def print_summary(console: Console, summary: RunSummary, config: PipelineConfig,
                 soft_wrap=True,
             )
     if summary.report_uri:
-        console.print(f"Report: {summary.report_uri}", highlight=False)
+        store = getattr(target, "store", None)
+        where = store.path_for(summary.report_uri) if store is not None else summary.report_uri
+        console.print(f"Evaluation report: {where}", highlight=False)
     if summary.failure and not ok:
         console.print(f"[red]Failure:[/] {summary.failure}", highlight=False)

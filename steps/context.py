@@ -9,7 +9,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines.config import PipelineConfig
-from pipelines.sdk import SourceBundle, image_uri
+from pipelines.sdk import SourceBundle, image_uri, pack_entry
+
+# Entry script -> files it needs beyond its imports: training copies inference.py into the model artefact.
+ENTRIES: dict[str, tuple[str, ...]] = {
+    "preprocess.py": (),
+    "train.py": ("inference.py",),
+    "evaluate.py": (),
+}
+
+
+def pack_sources() -> dict[str, SourceBundle]:
+    return {entry: pack_entry(entry, extra) for entry, extra in ENTRIES.items()}
+
 
 # The XGBoost framework image runs every job: processing needs pandas/scikit-learn, evaluation also needs
 # xgboost, and one image keeps library versions identical between splitting, training and evaluating.
@@ -23,11 +35,11 @@ class BuildContext:
     config: PipelineConfig
     session: Any
     params: dict[str, Any]
-    source: SourceBundle
+    sources: dict[str, SourceBundle]
 
-    @property
-    def code_uri(self) -> str:
-        return self.source.uri(self.config.s3_root)
+    def code_uri(self, entry: str) -> str:
+        """Content-addressed URI of the bundle that runs `entry` (see `pipelines.sdk.pack_entry`)."""
+        return self.sources[entry].uri(self.config.s3_root)
 
     @property
     def image(self) -> str:

@@ -25,7 +25,7 @@ def build(ctx: BuildContext, preprocess: Any, model_uri: Any, evaluation: Any) -
     test_uri = preprocess.properties.ProcessingOutputConfig.Outputs["test"].S3Output.S3Uri
     step_args = processor.run(
         code="evaluate.py",
-        source_dir=ctx.code_uri,
+        source_dir=ctx.code_uri("evaluate.py"),
         job_name="pdm-evaluate",
         inputs=[
             s3_input("model", model_uri, "/opt/ml/processing/model"),

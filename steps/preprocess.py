@@ -29,7 +29,7 @@ def build(ctx: BuildContext) -> Any:
     outputs.append(s3_output(ctx, "report", "preprocess", "/opt/ml/processing/output/report"))
     step_args = processor.run(
         code="preprocess.py",
-        source_dir=ctx.code_uri,
+        source_dir=ctx.code_uri("preprocess.py"),
         job_name="pdm-preprocess",
         inputs=[s3_input("data", ctx.params["InputDataUri"], "/opt/ml/processing/input/data")],
         outputs=outputs,

@@ -36,7 +36,7 @@ def hyperparameters(ctx: BuildContext) -> dict[str, Any]:
         "eval_metric": metric,
         "checkpoint_every": cfg.training.checkpoint_every,
         "sagemaker_program": "train.py",
-        "sagemaker_submit_directory": ctx.code_uri,
+        "sagemaker_submit_directory": ctx.code_uri("train.py"),
     }
 
 
@@ -107,7 +107,9 @@ def checkpoint_uri(ctx: BuildContext, preprocess: Any) -> Any:
     from sagemaker.core.workflow.functions import Join
 
     fingerprint = hashlib.sha256(
-        json.dumps([ctx.source.sha256, hyperparameters(ctx)], sort_keys=True, default=str).encode()
+        json.dumps(
+            [ctx.sources["train.py"].sha256, hyperparameters(ctx)], sort_keys=True, default=str
+        ).encode()
     ).hexdigest()[:16]
     return Join(
         on="/",

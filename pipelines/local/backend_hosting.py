@@ -10,6 +10,7 @@ from typing import Any
 from pipelines.local.api_common import filter_sort, now, paginate, pick, shape_members, to_dt
 from pipelines.local.api_errors import ValidationError, not_found
 from pipelines.local.backend_base import BackendBase
+from pipelines.local.backend_registry import PACKAGE
 from pipelines.local.endpoints import (
     Server,
     ServerError,
@@ -24,6 +25,11 @@ from pipelines.local.worker import pid_alive
 MODEL, CONFIG, ENDPOINT = "model", "endpoint-config", "endpoint"
 # Container variables the model server reads from its own environment (inference toolkit names).
 _SERVER_ENV = ("SAGEMAKER_PROGRAM", "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "SAGEMAKER_MODEL_SERVER_WORKERS")
+# How many target models a local multi-model server keeps loaded (its LRU size). SageMaker sizes its cache
+# by instance memory and has no such setting, so this is the local engine's own container variable.
+MULTI_MODEL_CACHE_ENV = "PDM_MULTI_MODEL_CACHE_SIZE"
+# What a container naming a ModelPackageName takes from the package's first inference container.
+_PACKAGE_FIELDS = ("Image", "ModelDataUrl", "ModelDataSource", "Environment")
 
 
 class HostingBackend(BackendBase):
@@ -33,10 +39,40 @@ class HostingBackend(BackendBase):
     def create_model(self, request: dict[str, Any]) -> dict[str, Any]:
         name = request["ModelName"]
         body = {k: v for k, v in request.items() if k in shape_members("DescribeModelOutput")}
+        if "PrimaryContainer" in body:
+            body["PrimaryContainer"] = self._container(body["PrimaryContainer"])
+        if "Containers" in body:
+            body["Containers"] = [self._container(c) for c in body["Containers"]]
         body.update({"ModelArn": self.arn(MODEL, name), "CreationTime": to_dt(now())})
         if not self.records.insert_resource(MODEL, name, body["ModelArn"], body):
             raise ValidationError(f'Cannot create already existing model "{body["ModelArn"]}".')
         return {"ModelArn": body["ModelArn"]}
+
+    def _container(self, container: dict[str, Any]) -> dict[str, Any]:
+        """Check a container; one naming a model package gets the package's image, data and environment.
+
+        SageMaker resolves ModelPackageName when the model is created (later approval changes do not touch
+        the model) and refuses a versioned package that is not Approved.
+        """
+        if (size := container.get("Environment", {}).get(MULTI_MODEL_CACHE_ENV)) is not None and (
+            not str(size).isdigit() or int(size) < 1
+        ):
+            raise ValidationError(f"{MULTI_MODEL_CACHE_ENV} must be a whole number >= 1, got {size!r}.")
+        name = container.get("ModelPackageName")
+        if not name:
+            return container
+        key = name.lower() if name.startswith("arn:") else self.arn(PACKAGE, name)
+        package = self.records.get_resource(PACKAGE, key)
+        if package is None:
+            raise ValidationError(f"Model package {name} does not exist.")
+        status = package.body.get("ModelApprovalStatus")
+        if package.version is not None and status != "Approved":
+            raise ValidationError(
+                f"Model package {name} has ModelApprovalStatus {status}; "
+                "only Approved versions can be deployed."
+            )
+        spec = (package.body.get("InferenceSpecification", {}).get("Containers") or [{}])[0]
+        return {**pick(spec, *_PACKAGE_FIELDS), **container}
 
     def describe_model(self, request: dict[str, Any]) -> dict[str, Any]:
         return dict(self.get_or_raise(MODEL, request["ModelName"], "Model").body)
@@ -85,13 +121,23 @@ class HostingBackend(BackendBase):
 
     # --- endpoints -------------------------------------------------------------------------------
     def _start_generation(
-        self, name: str, config: Resource, generation: int
+        self,
+        name: str,
+        config: Resource,
+        generation: int,
+        weights: dict[str, float] | None = None,
+        counts: dict[str, int] | None = None,
     ) -> tuple[Server, list[dict[str, Any]]]:
-        """Extract each variant's model and start a server for them; returns it and the variant summaries."""
+        """Extract each variant's model and start a server for them; returns it and the variant summaries.
+
+        `weights` / `counts` override the config's per variant (UpdateEndpointWeightsAndCapacities).
+        """
         directory = self.root / "endpoints" / name / str(generation)
         shutil.rmtree(directory, ignore_errors=True)
         variants, summaries, env = [], [], self.python_env(dict(os.environ))
         multi_root: Path | None = None
+        cache_size: int | None = None
+        weights, counts = weights or {}, counts or {}
         for variant in config.body["ProductionVariants"]:
             model = self.get_or_raise(MODEL, variant["ModelName"], "Model").body
             container = model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0]
@@ -101,16 +147,18 @@ class HostingBackend(BackendBase):
             if container.get("Mode") == "MultiModel":
                 multi_root = self.store.path_for(container["ModelDataUrl"], prefix=True)
                 model_dir = None
+                if (size := container.get("Environment", {}).get(MULTI_MODEL_CACHE_ENV)) is not None:
+                    cache_size = int(size)
             else:
                 model_dir = extract_model(
                     self.store, container, directory / "models" / variant["VariantName"]
                 )
-            weight = float(variant.get("InitialVariantWeight", 1.0))
+            weight = float(weights.get(variant["VariantName"], variant.get("InitialVariantWeight", 1.0)))
             variants.append(
                 {"name": variant["VariantName"], "weight": weight}
                 | ({"model_dir": str(model_dir)} if model_dir else {})
             )
-            count = variant.get("InitialInstanceCount", 1)
+            count = counts.get(variant["VariantName"], variant.get("InitialInstanceCount", 1))
             summaries.append(
                 {
                     "VariantName": variant["VariantName"],
@@ -128,6 +176,7 @@ class HostingBackend(BackendBase):
             config.body.get("DataCaptureConfig"),
             self.store,
             multi_root,
+            cache_size,
         )
         server = start_server(self.options.serve_command, body, directory, generation, env)
         return server, summaries
@@ -181,18 +230,57 @@ class HostingBackend(BackendBase):
                 f"Cannot update endpoint {endpoint.arn} while it is {endpoint.body['EndpointStatus']}."
             )
         config = self.get_or_raise(CONFIG, request["EndpointConfigName"], "Endpoint configuration")
+        self._switch(endpoint, config)
+        return {"EndpointArn": endpoint.arn}
+
+    def update_endpoint_weights_and_capacities(self, request: dict[str, Any]) -> dict[str, Any]:
+        """New weights (and desired counts) through a new health-checked generation on the same config.
+
+        The server reads its weights at start, so the change is a blue/green switch like an update: the old
+        generation answers until the new one passes /ping, and keeps answering if it never does.
+        """
+        endpoint = self._endpoint(request["EndpointName"])
+        if endpoint.body["EndpointStatus"] != "InService":
+            raise ValidationError(
+                f"Cannot update endpoint {endpoint.arn} while it is {endpoint.body['EndpointStatus']}."
+            )
+        current = {v["VariantName"]: v for v in endpoint.body.get("ProductionVariants", [])}
+        weights = {name: float(v.get("CurrentWeight", 1.0)) for name, v in current.items()}
+        counts = {name: int(v.get("DesiredInstanceCount", 1)) for name, v in current.items()}
+        for item in request["DesiredWeightsAndCapacities"]:
+            name = item["VariantName"]
+            if name not in current:
+                raise ValidationError(f'The variant(s) "[{name}]" is/are not present in {endpoint.arn}.')
+            if "DesiredWeight" in item:
+                weights[name] = float(item["DesiredWeight"])
+            if "DesiredInstanceCount" in item:
+                counts[name] = int(item["DesiredInstanceCount"])
+        if sum(weights.values()) <= 0:
+            raise ValidationError("At least one production variant must have a weight greater than 0.")
+        config = self.get_or_raise(CONFIG, endpoint.body["EndpointConfigName"], "Endpoint configuration")
+        self._switch(endpoint, config, weights, counts)
+        return {"EndpointArn": endpoint.arn}
+
+    def _switch(
+        self,
+        endpoint: Resource,
+        config: Resource,
+        weights: dict[str, float] | None = None,
+        counts: dict[str, int] | None = None,
+    ) -> None:
+        """Start the next generation; only once it is healthy does the record point at it and the old stop."""
         body = {**endpoint.body, "EndpointStatus": "Updating", "LastModifiedTime": to_dt(now())}
         self.records.update_resource(ENDPOINT, endpoint.name, body=body, status="Updating")
         old = endpoint.extra
         generation = int(old.get("generation", 0)) + 1
         try:
-            server, variants = self._start_generation(endpoint.name, config, generation)
+            server, variants = self._start_generation(endpoint.name, config, generation, weights, counts)
         except ServerError as exc:
             # The old generation keeps serving; SageMaker reports the failed update the same way.
             status = "InService" if old.get("pid") and pid_alive(old["pid"]) else "Failed"
             body.update({"EndpointStatus": status, "FailureReason": f"Update failed: {exc}"[:1024]})
             self.records.update_resource(ENDPOINT, endpoint.name, body=body, status=status)
-            return {"EndpointArn": endpoint.arn}
+            return
         body.update(
             {"EndpointStatus": "InService", "EndpointConfigName": config.name, "ProductionVariants": variants}
         )
@@ -205,7 +293,6 @@ class HostingBackend(BackendBase):
         )
         if old.get("pid"):
             stop_server(int(old["pid"]))
-        return {"EndpointArn": endpoint.arn}
 
     def _endpoint(self, name: str) -> Resource:
         """The endpoint, with a dead server noticed: InService without a live pid becomes Failed."""

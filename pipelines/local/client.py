@@ -259,6 +259,9 @@ class LocalSageMaker:
     def update_endpoint(self, **kwargs: Any) -> dict[str, Any]:
         return self._call("UpdateEndpoint", kwargs)
 
+    def update_endpoint_weights_and_capacities(self, **kwargs: Any) -> dict[str, Any]:
+        return self._call("UpdateEndpointWeightsAndCapacities", kwargs)
+
     def describe_endpoint(self, **kwargs: Any) -> dict[str, Any]:
         return self._call("DescribeEndpoint", kwargs)
 

@@ -74,8 +74,12 @@ def server_config(
     data_capture: dict[str, Any] | None,
     store: ObjectStore,
     multi_model_root: Path | None = None,
+    multi_model_cache_size: int | None = None,
 ) -> dict[str, Any]:
-    """endpoint.json (contracts sec. 11) from the variants' local model dirs and the DataCaptureConfig."""
+    """endpoint.json (contracts sec. 11) from the variants' local model dirs and the DataCaptureConfig.
+
+    `multi_model_cache_size` (models kept loaded) is left to the server's default when None.
+    """
     capture = None
     if data_capture and data_capture.get("EnableCapture", True):
         options: list[str] = []
@@ -99,8 +103,14 @@ def server_config(
         "ready_file": str(ready_file),
         "variants": list(variants),
         "data_capture": capture,
-        "multi_model": {"model_root": str(multi_model_root)} if multi_model_root else None,
+        "multi_model": _multi_model(multi_model_root, multi_model_cache_size),
     }
+
+
+def _multi_model(root: Path | None, cache_size: int | None) -> dict[str, Any] | None:
+    if root is None:
+        return None
+    return {"model_root": str(root)} | ({"cache_size": cache_size} if cache_size is not None else {})
 
 
 def start_server(

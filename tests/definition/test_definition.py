@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import shutil
 import socket
+import tarfile
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -237,19 +241,59 @@ def test_tuning_job_config(steps: dict[str, dict[str, Any]]) -> None:
     assert not set(definition["StaticHyperParameters"]) & {"eta", "max_depth", "min_child_weight"}
 
 
+def code_uris(steps: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The code bundle URI each job step runs."""
+    uris = {
+        "Train": steps["Train"]["Arguments"]["HyperParameters"]["sagemaker_submit_directory"],
+        "Tune": steps["Tune"]["Arguments"]["TrainingJobDefinition"]["StaticHyperParameters"][
+            "sagemaker_submit_directory"
+        ],
+    }
+    for name in ("Preprocess", "Evaluate"):
+        inputs = {i["InputName"]: i["S3Input"]["S3Uri"] for i in steps[name]["Arguments"]["ProcessingInputs"]}
+        uris[name] = inputs["code"] + "sourcedir.tar.gz"
+    return uris
+
+
 def test_script_mode_code_is_content_addressed_and_published(
     default_compiled: Any, steps: dict[str, dict[str, Any]]
 ) -> None:
-    hps = steps["Train"]["Arguments"]["HyperParameters"]
-    assert hps["sagemaker_program"] == "train.py"
-    code_uri = hps["sagemaker_submit_directory"]
-    assert re.fullmatch(r"s3://pdm-mlops-local/pdm-mlops/code/[0-9a-f]{20}/sourcedir\.tar\.gz", code_uri)
-    assert code_uri in default_compiled.uploads
+    assert steps["Train"]["Arguments"]["HyperParameters"]["sagemaker_program"] == "train.py"
+    uris = code_uris(steps)
+    for name, uri in uris.items():
+        assert re.fullmatch(r"s3://pdm-mlops-local/pdm-mlops/code/[0-9a-f]{20}/sourcedir\.tar\.gz", uri), name
+        assert uri in default_compiled.uploads, name
+    assert uris["Train"] == uris["Tune"]
+    assert len({uris["Preprocess"], uris["Train"], uris["Evaluate"]}) == 3
+    with tarfile.open(fileobj=io.BytesIO(default_compiled.uploads[uris["Preprocess"]])) as tar:
+        assert tar.getnames() == ["common.py", "features.py", "preprocess.py"]
+    with tarfile.open(fileobj=io.BytesIO(default_compiled.uploads[uris["Train"]])) as tar:
+        assert tar.getnames() == ["common.py", "features.py", "inference.py", "train.py"]
     for name in ("Preprocess", "Evaluate"):
         inputs = {i["InputName"]: i["S3Input"]["S3Uri"] for i in steps[name]["Arguments"]["ProcessingInputs"]}
-        assert inputs["code"] == code_uri.rsplit("/", 1)[0] + "/"
         for uri in (inputs["entrypoint"], inputs["aux"]):
             assert uri in default_compiled.uploads, uri
+
+
+def test_editing_train_py_changes_only_the_training_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, steps: dict[str, dict[str, Any]]
+) -> None:
+    """Step caching keys on the code: an edit to train.py must not invalidate preprocessing."""
+    import pipelines.sdk
+
+    code = tmp_path / "model_code"
+    shutil.copytree(pipelines.sdk.MODEL_CODE_DIR, code, ignore=shutil.ignore_patterns("__pycache__"))
+    with (code / "train.py").open("a") as handle:
+        handle.write("\n# tuned by a data scientist\n")
+    monkeypatch.setattr(pipelines.sdk, "MODEL_CODE_DIR", code)
+    monkeypatch.setattr(
+        "steps.context.pack_entry",
+        lambda entry, extra=(), root=code: pipelines.sdk.pack_entry(entry, extra, root),
+    )
+    before, after = code_uris(steps), code_uris(all_steps(json.loads(compile_with().definition)))
+    assert after["Preprocess"] == before["Preprocess"]
+    assert after["Evaluate"] == before["Evaluate"]
+    assert after["Train"] != before["Train"] and after["Tune"] != before["Tune"]
 
 
 def test_compiling_twice_gives_the_same_definition(default_compiled: Any) -> None:
