@@ -79,8 +79,9 @@ def test_run_registers_deploys_then_reruns_from_cache_and_gates(
     for name in ("Preprocess", "Train", "Tune"):
         assert warm[name]["CacheHitResult"]["SourcePipelineExecutionArn"] == first["PipelineExecutionArn"]
     assert not warm["Evaluate"].get("CacheHitResult")
-    evaluation = json.loads(Path(re.search(r"Evaluation report: (\S+)", out).group(1)).with_name(
-        "evaluation.json").read_text())
+    evaluation = json.loads(
+        Path(re.search(r"Evaluation report: (\S+)", out).group(1)).with_name("evaluation.json").read_text()
+    )
     assert evaluation["champion"]["present"] is True
     assert evaluation["gate"]["shortfall"] == pytest.approx(0.0, abs=1e-9)  # same model as the champion
     new_url = re.search(r"Endpoint URL: (http://127\.0\.0\.1:\d+)", out).group(1)
