@@ -80,6 +80,32 @@ class LaunchResult:
     seconds: float
 
 
+class _CoreShare:
+    """Counts job processes running in this engine process, to split the machine's cores between them.
+
+    On SageMaker every job has its instance's cores to itself; here concurrent jobs (a training step next
+    to tuning trials) share one machine, and OpenMP libraries such as XGBoost each start one spinning
+    thread per core, which oversubscribes the cores and burns CPU in spin-waits. A job started while N
+    jobs run gets `OMP_NUM_THREADS = max(1, cores // N)` unless its environment already sets it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.running = 0
+
+    def acquire(self) -> int:
+        with self._lock:
+            self.running += 1
+            return max(1, (os.cpu_count() or 1) // self.running)
+
+    def release(self) -> None:
+        with self._lock:
+            self.running = max(0, self.running - 1)
+
+
+CORES = _CoreShare()
+
+
 class JobWorker:
     """Owns one Popen: stderr merged into stdout, line-buffered into the JobLog, SIGTERM then SIGKILL."""
 
@@ -103,15 +129,34 @@ class JobWorker:
         self._proc: subprocess.Popen[str] | None = None
         self._term_sent_at: float | None = None
         self._lock = threading.Lock()
+        self._holds_share = False
 
     def start(self) -> None:
         """Start the process in its own session so a stop reaches its children (bash -> python)."""
         # stderr is merged into stdout: one ordered stream, like a container's log (and kfp's handler).
         self._started = time.monotonic()
-        self._proc = subprocess.Popen(
+        threads = CORES.acquire()
+        self._holds_share = True
+        env = dict(self.env)
+        env.setdefault("OMP_NUM_THREADS", str(threads))
+        try:
+            self._proc = self._popen(env)
+        except BaseException:
+            self._release_share()
+            raise
+        self._reader = threading.Thread(target=self._pump, name="job-log-pump", daemon=True)
+        self._reader.start()
+
+    def _release_share(self) -> None:
+        if self._holds_share:
+            self._holds_share = False
+            CORES.release()
+
+    def _popen(self, env: dict[str, str]) -> subprocess.Popen[str]:
+        return subprocess.Popen(
             self.argv,
             cwd=self.cwd,
-            env=self.env,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -121,8 +166,6 @@ class JobWorker:
             bufsize=1,
             start_new_session=True,
         )
-        self._reader = threading.Thread(target=self._pump, name="job-log-pump", daemon=True)
-        self._reader.start()
 
     def _pump(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
@@ -163,6 +206,7 @@ class JobWorker:
             if sent is not None and time.monotonic() - sent >= self.grace_seconds:
                 self._signal(signal.SIGKILL)
             time.sleep(0.05)
+        self._release_share()
         # Children that outlived the leader (a bash script's python) must not keep writing the log.
         if self._term_sent_at is not None:
             self._signal(signal.SIGKILL)
