@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import steps as steps_package
 from pipelines.config import PipelineConfig
 from pipelines.sdk import SourceBundle, make_session, prepare_environment, quiet_sdk
 from steps import deploy, evaluate, fail, preprocess, register, train, tune
@@ -72,16 +77,61 @@ class CompiledPipeline:
         return {p["Name"]: p.get("DefaultValue") for p in json.loads(self.definition)["Parameters"]}
 
 
-def compile_pipeline(config: PipelineConfig) -> CompiledPipeline:
-    """Build and serialise the pipeline quietly and offline."""
+def _build_fingerprint(config: PipelineConfig, sources: dict[str, SourceBundle]) -> str:
+    """What a definition depends on: settings, code bundles, this package's builders, the SDK version."""
+    from importlib.metadata import version
+
+    builders = sorted(Path(__file__).parent.glob("*.py")) + sorted(
+        Path(steps_package.__file__).parent.glob("*.py")
+    )
+    digest = hashlib.sha256()
+    digest.update(config.model_dump_json(by_alias=True).encode())
+    digest.update(json.dumps({k: b.sha256 for k, b in sources.items()}, sort_keys=True).encode())
+    digest.update(version("sagemaker").encode())
+    for path in builders:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def compile_pipeline(config: PipelineConfig, cache_dir: Path | None = None) -> CompiledPipeline:
+    """Build and serialise the pipeline quietly and offline.
+
+    With `cache_dir`, an unchanged build (same settings, code, builders and SDK) is read back instead of
+    re-importing the SDK (about 3 s): compiling is deterministic, which the definition tests assert.
+    """
+    sources = pack_sources()
+    cached = None
+    if cache_dir is not None:
+        cached = cache_dir / f"{_build_fingerprint(config, sources)}.json"
+        if cached.is_file():
+            try:
+                data = json.loads(cached.read_text())
+                return CompiledPipeline(
+                    name=data["name"],
+                    definition=data["definition"],
+                    uploads={uri: base64.b64decode(blob) for uri, blob in data["uploads"].items()},
+                )
+            except (ValueError, KeyError):
+                pass  # an unreadable entry is a miss; it is rewritten below
     with quiet_sdk():
-        pipeline = build_pipeline(config)
+        pipeline = build_pipeline(config, sources=sources)
         definition = pipeline.definition()
-    return CompiledPipeline(
+    compiled = CompiledPipeline(
         name=config.pipeline_name,
         definition=definition,
         uploads=dict(pipeline.sagemaker_session.pending_uploads),
     )
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "name": compiled.name,
+            "definition": compiled.definition,
+            "uploads": {uri: base64.b64encode(blob).decode() for uri, blob in compiled.uploads.items()},
+        }
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(payload))
+        os.replace(tmp, cached)
+    return compiled
 
 
 def build_pipeline(

@@ -215,7 +215,9 @@ def _run(
         from pipelines.pipeline import compile_pipeline
         from pipelines.sdk import publish_uploads
 
-        compiled = compile_pipeline(config)
+        compiled = compile_pipeline(
+            config, cache_dir=getattr(target, "root", None) and target.root / "compiled"
+        )
         unknown = sorted(set(exec_params) - set(compiled.parameters))
         if unknown:
             err.print(f"[red]usage error:[/] unknown pipeline parameter(s): {', '.join(unknown)}")
