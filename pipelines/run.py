@@ -56,6 +56,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--root", type=Path, help="local engine folder (default .mlops or $PDM_ROOT)")
     parser.add_argument("--parallelism", type=int, default=4, help="MaxParallelExecutionSteps (default 4)")
+    parser.add_argument(
+        "--spot-interruptions",
+        type=int,
+        metavar="N",
+        help="local target: interrupt each managed-Spot training job N times after a checkpoint, as a "
+        "Spot reclaim would (default $PDM_LOCAL_SPOT_INTERRUPTIONS or 0)",
+    )
     return parser.parse_args(argv)
 
 
@@ -151,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.parallelism < 1:
         err.print("[red]usage error:[/] --parallelism must be at least 1", highlight=False)
         return EXIT_USAGE
+    if args.spot_interruptions is not None and args.spot_interruptions < 0:
+        err.print("[red]usage error:[/] --spot-interruptions must be 0 or more", highlight=False)
+        return EXIT_USAGE
 
     if args.definition and not args.retry:
         from pipelines.pipeline import compile_pipeline
@@ -171,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.targets import TargetError, make_target
 
     try:
-        target = make_target(args.target, config.region, args.root)
+        target = make_target(args.target, config.region, args.root, args.spot_interruptions)
     except TargetError as exc:
         err.print(f"[red]{args.target} target unavailable:[/] {exc}", highlight=False)
         return EXIT_TARGET

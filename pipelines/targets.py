@@ -39,11 +39,11 @@ class LocalTarget:
 
     name = "local"
 
-    def __init__(self, root: Path, region: str) -> None:
+    def __init__(self, root: Path, region: str, spot_interruptions: int | None = None) -> None:
         from pipelines.local.client import LocalSageMaker
 
         self.root = root
-        self.client = LocalSageMaker(root=root, region=region)
+        self.client = LocalSageMaker(root=root, region=region, spot_interruptions=spot_interruptions)
         self.store = self.client.store
 
     def put(self, uri: str, data: bytes) -> None:
@@ -86,9 +86,11 @@ class SageMakerTarget:
         return self.s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("KeyCount", 0) > 0
 
 
-def make_target(name: str, region: str, root: Path | None = None) -> Target:
+def make_target(
+    name: str, region: str, root: Path | None = None, spot_interruptions: int | None = None
+) -> Target:
     if name == "local":
-        return LocalTarget(root or Path(os.environ.get("PDM_ROOT", ".mlops")), region)
+        return LocalTarget(root or Path(os.environ.get("PDM_ROOT", ".mlops")), region, spot_interruptions)
     if name == "sagemaker":
         return SageMakerTarget(region)
     raise TargetError(f"unknown target {name!r}: choose local or sagemaker")

@@ -95,3 +95,28 @@ def test_run_registers_deploys_then_reruns_from_cache_and_gates(
     assert gated["PipelineExecutionStatus"] == "Failed"
     packages = client.list_model_packages(ModelPackageGroupName="pdm-mlops")["ModelPackageSummaryList"]
     assert len(packages) == 2  # nothing registered by the gated run
+
+
+def test_spot_interruption_resumes_training_from_checkpoints(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Enough rounds (no early stopping) that a checkpoint is synced while the job still trains.
+    args = ["--root", str(root), "--spot-interruptions", "1", *SMALL, "--param", "tuning.enabled=false",
+            "--param", "deploy.enabled=false", "--param", "training.checkpoint_every=10",
+            "--param", "training.hyperparameters={num_round: 600, max_depth: 6, eta: 0.05}"]  # fmt: skip
+    assert run.main(args) == 0, capsys.readouterr()
+    client = LocalSageMaker(root=root)
+    arn = client.list_pipeline_executions(PipelineName="pdm-mlops")["PipelineExecutionSummaries"][0][
+        "PipelineExecutionArn"
+    ]
+    train = steps_by_name(client, arn)["Train"]
+    job = client.describe_training_job(
+        TrainingJobName=train["Metadata"]["TrainingJob"]["Arn"].rsplit("/", 1)[-1]
+    )
+    statuses = [t["Status"] for t in job["SecondaryStatusTransitions"]]
+    assert "Interrupted" in statuses and "Restarting" in statuses
+    assert statuses.index("Restarting") > statuses.index("Interrupted")
+    assert job["TrainingJobStatus"] == "Completed"
+    assert job["BillableTimeInSeconds"] < job["TrainingTimeInSeconds"]
+    log = (root / "logs" / "TrainingJobs" / f"{job['TrainingJobName']}.log").read_text()
+    assert re.search(r"rounds from round [1-9]\d*", log), "the restarted job must resume, not start over"
