@@ -19,6 +19,7 @@ class TargetError(RuntimeError):
 class Target(Protocol):
     name: str
     client: Any
+    compile_cache: Path | None  # where compiled definitions are reused across runs, if anywhere
 
     def put(self, uri: str, data: bytes) -> None: ...
 
@@ -43,6 +44,7 @@ class LocalTarget:
         from pipelines.local.client import LocalSageMaker
 
         self.root = root
+        self.compile_cache = root / "compiled"
         self.client = LocalSageMaker(root=root, region=region, spot_interruptions=spot_interruptions)
         self.store = self.client.store
 
@@ -60,6 +62,7 @@ class SageMakerTarget:
     """Amazon SageMaker through boto3; fails early, in one line, when no credentials are configured."""
 
     name = "sagemaker"
+    compile_cache = None
 
     def __init__(self, region: str, session: Any = None) -> None:
         import boto3

@@ -1,21 +1,41 @@
-"""Runs a CreateTransformJob request locally: streams every input object through the model into `.out`."""
+"""Runs a CreateTransformJob request locally: streams every input object through the model into `.out`.
+
+Why it is shaped this way: an object is read in runs of whole lines of at most MaxPayloadInMB (MultiRecord
+sends such a run as one request, as SageMaker does), and a run goes to the model as the bytes read, with no
+per-record Python work unless a filter, a join or SingleRecord needs the records. Up to
+MaxConcurrentTransforms requests are in flight: on threads over the model loaded here for small inputs, or
+on worker processes, one model copy each (like the serving container's workers), for large ones, where the
+hooks' Python parsing would otherwise hold one core. Results are written in input order, atomically per
+object, and memory stays bounded by the in-flight window however large the input is.
+"""
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import gzip
 import io
 import json
-from collections.abc import Callable, Iterator, Mapping
+import os
+import pickle
+import queue
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
 from typing import IO, Any
 
 from pipelines.local.errors import StoreError, UnsupportedError
 from pipelines.local.jobs.context import JobContext, arn, clip_reason, now
 from pipelines.local.jobs.jsonpath import CsvRow, FilterError, JsonPath, parse
 from pipelines.local.jobs.launch import JobLog
-from pipelines.local.jobs.transform_model import LoadedModel, ModelError, load_model
+from pipelines.local.jobs.transform_model import LoadedModel, ModelError, ModelSource, prepare_model
 from pipelines.local.store import join_uri, split_uri
 
 _ECHO_FIELDS = (
@@ -24,6 +44,18 @@ _ECHO_FIELDS = (
     "TransformResources", "DataProcessing", "ExperimentConfig",
 )  # fmt: skip
 MB = 1024 * 1024
+# CreateTransformJob limits: MaxPayloadInMB <= 100 and MaxConcurrentTransforms x MaxPayloadInMB <= 100.
+MAX_PAYLOAD_MB = 100
+DEFAULT_PAYLOAD_MB = 6
+# Worker processes take about a second to start (interpreter, numpy, xgboost, model_fn): below this much
+# input the threads here finish first. Module-level so tests can force either path.
+PROCESS_MIN_BYTES = 8 * MB
+# Byte pairs that betray a blank or whitespace-only line, or a CR, inside a run of lines; runs without any
+# (nearly all) go to the model untouched, the others are normalised record by record first.
+_IRREGULAR = (b"\r", b"\n\n", b"\n ", b"\n\t", b"\n\x0b", b"\n\x0c")
+
+# A batch is either the raw bytes of a run of records (sent as the request body) or the records themselves.
+Batch = bytes | list[str]
 
 
 class _Stopped(Exception):
@@ -42,6 +74,8 @@ def run_transform_job(
 
     Returns:
         DescribeTransformJob response dict; an object that fails leaves no `.out` and fails the job.
+        Limits SageMaker validates (MaxPayloadInMB, MaxConcurrentTransforms x MaxPayloadInMB) fail the job
+        with "ValidationException: ...".
 
     Raises:
         UnsupportedError: an unsupported split type, data type, filter syntax, image or model layout.
@@ -52,24 +86,39 @@ def run_transform_job(
         TransformJobArn=arn(ctx, "transform-job", name), TransformJobStatus="InProgress", CreationTime=now()
     )
     plan = _Plan(request)
+    if plan.invalid:
+        return _end(desc, "Failed", f"ValidationException: {plan.invalid}")
     log = JobLog(ctx.log_path, ctx.max_log_bytes)
     try:
         desc["TransformStartTime"] = now()
         try:
-            loaded = load_model(model, ctx, request.get("Environment", {}))
+            source = prepare_model(model, ctx, request.get("Environment", {}))
+            # Loaded here even when worker processes will serve: a broken model fails the job at once.
+            loaded = source.load()
             objects = _input_objects(ctx, plan.source)
         except (StoreError, ModelError) as exc:
             return _end(desc, "Failed", f"ClientError: {exc}")
-        log.engine(f"transform job {name}: {len(objects)} object(s), {plan.strategy}, split {plan.split}")
+        size = sum(ctx.store.path_for(uri).stat().st_size for uri, _ in objects)
+        processes = plan.processes(size)
+        where = f"{processes} worker processes" if processes else "threads"
+        log.engine(
+            f"transform job {name}: {len(objects)} object(s), {size} bytes, {plan.strategy}, split "
+            f"{plan.split}, up to {plan.concurrency} request(s) in flight on {where}"
+        )
         failures: list[str] = []
-        for uri, rel in objects:
-            out_uri = join_uri(plan.output_path, rel + ".out")
-            try:
-                count = _transform_object(ctx, plan, loaded, uri, out_uri)
-                log.engine(f"{uri} -> {out_uri}: {count} record(s)")
-            except (ModelError, FilterError, StoreError, UnicodeDecodeError, ValueError) as exc:
-                failures.append(f"{rel}: {exc}")
-                log.engine(f"{uri} failed: {exc}")
+        with _Dispatcher(plan, loaded, source, processes, log, ctx.grace_seconds) as dispatch:
+            for uri, rel in objects:
+                out_uri = join_uri(plan.output_path, rel + ".out")
+                try:
+                    count = _transform_object(ctx, plan, dispatch, uri, out_uri)
+                    log.engine(f"{uri} -> {out_uri}: {count} record(s)")
+                except (ModelError, FilterError, StoreError, UnicodeDecodeError, ValueError) as exc:
+                    failures.append(f"{rel}: {exc}")
+                    log.engine(f"{uri} failed: {exc}")
+                except WorkerDied as exc:
+                    # Killed or out of memory: no later object can run either.
+                    log.engine(f"{uri} failed: {exc}")
+                    return _end(desc, "Failed", f"ClientError: {rel}: {exc}")
         if failures:
             return _end(desc, "Failed", "ClientError: " + "; ".join(failures))
         return _end(desc, "Completed")
@@ -85,6 +134,14 @@ def _end(desc: dict[str, Any], status: str, reason: str | None = None) -> dict[s
     if reason:
         desc["FailureReason"] = clip_reason(reason)
     return desc
+
+
+def _cpus() -> int:
+    """CPUs this process may run on (taskset / cgroup affinity included)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 class _Plan:
@@ -106,9 +163,21 @@ class _Plan:
         )
         if self.strategy == "MultiRecord" and self.split == "None":
             self.strategy = "SingleRecord"  # nothing to pack without a split
-        payload = request.get("MaxPayloadInMB", 6) or 6
-        self.max_payload = int(payload) * MB
-        self.workers = max(1, int(request.get("MaxConcurrentTransforms") or 1))
+        payload = int(request.get("MaxPayloadInMB", DEFAULT_PAYLOAD_MB))
+        self.concurrency = max(1, int(request.get("MaxConcurrentTransforms") or 1))
+        self.invalid = None
+        if not 0 <= payload <= MAX_PAYLOAD_MB:
+            self.invalid = f"MaxPayloadInMB must be between 0 and {MAX_PAYLOAD_MB}, got {payload}"
+        elif self.concurrency * payload > MAX_PAYLOAD_MB:
+            self.invalid = (
+                f"MaxConcurrentTransforms x MaxPayloadInMB must not exceed {MAX_PAYLOAD_MB} MB, got "
+                f"{self.concurrency} x {payload}"
+            )
+        # 0 asks for chunked (unbounded) requests: a whole object for SplitType None; Line runs keep the
+        # default size so memory stays bounded.
+        self.max_payload = (payload or (0 if self.split == "None" else DEFAULT_PAYLOAD_MB)) * MB
+        # In flight: the requests being served plus as many read ahead, so no worker waits for the reader.
+        self.window = 2 * self.concurrency
         self.content_type = tin.get("ContentType") or "text/csv"
         self.accept = tout.get("Accept") or self.content_type
         self.output_path = tout["S3OutputPath"]
@@ -118,11 +187,18 @@ class _Plan:
         self.output_filter = parse(processing.get("OutputFilter"))
         self.join = processing.get("JoinSource", "None") == "Input"
         self.per_record = self.join or not self.output_filter.is_identity
+        # Records are needed one by one for filters, joins and SingleRecord; otherwise runs pass as bytes.
+        self.records = self.per_record or not self.input_filter.is_identity or self.strategy == "SingleRecord"
         for path in (self.input_filter, self.output_filter):
             if not path.is_identity and _kind(self.content_type) == "other":
                 raise UnsupportedError(
                     f"DataProcessing filters need CSV or JSON content, not {self.content_type!r}"
                 )
+
+    def processes(self, input_bytes: int) -> int:
+        """Worker processes for an input of this size: 0 (threads here) when one core or a small input."""
+        count = min(self.concurrency, _cpus())
+        return count if count > 1 and input_bytes >= PROCESS_MIN_BYTES else 0
 
 
 def _kind(content_type: str) -> str:
@@ -144,32 +220,82 @@ def _input_objects(ctx: JobContext, source: Mapping[str, Any]) -> list[tuple[str
     return [(join_uri(prefix, rel), rel) for rel in entries[1:]]
 
 
-def _records(handle: IO[bytes], split: str) -> Iterator[str]:
-    """Records of an object: each non-empty line (Line) or the whole object (None)."""
-    if split == "None":
-        yield handle.read().decode("utf-8")
+def _runs(handle: IO[bytes], limit: int) -> Iterator[bytes]:
+    """Runs of whole lines of at most `limit` bytes (a newline counted per line), minus the last newline.
+
+    Raises:
+        ValueError: a line longer than the limit (SageMaker fails a record larger than MaxPayloadInMB).
+    """
+    pending = b""
+    while True:
+        parts = [pending]
+        size = len(pending)
+        while size < limit:  # a gzip stream may return short reads: fill the run before cutting it
+            data = handle.read(limit - size)
+            if not data:
+                break
+            parts.append(data)
+            size += len(data)
+        block = b"".join(parts)
+        if size < limit:  # end of the object: the rest is the last run (its last line may lack "\n")
+            body = block[:-1] if block.endswith(b"\n") else block
+            if body:
+                yield body
+            return
+        cut = block.rfind(b"\n")
+        if cut < 0:
+            raise ValueError(_too_large(size, limit))
+        yield block[:cut]
+        pending = block[cut + 1 :]
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"a record of at least {size} bytes exceeds MaxPayloadInMB={limit // MB}"
+
+
+def _regular(body: bytes) -> bytes:
+    """The run without blank or whitespace-only lines and without CRs before newlines (rarely needed)."""
+    if not body[:1].isspace() and not any(mark in body for mark in _IRREGULAR):
+        return body
+    return b"\n".join(line.rstrip(b"\r") for line in body.split(b"\n") if line.strip())
+
+
+def _batches(handle: IO[bytes], plan: _Plan) -> Iterator[tuple[Batch, int]]:
+    """(batch, record count): runs as bytes (MultiRecord), or records when they are needed one by one."""
+    if plan.split == "None":
+        limit = plan.max_payload
+        data = handle.read(limit + 1) if limit else handle.read()
+        if limit and len(data) > limit:
+            raise ValueError(f"the object exceeds MaxPayloadInMB={limit // MB}; use SplitType Line")
+        # A whole object is one record: sent as read, or decoded when a filter or join needs it.
+        yield ([data.decode("utf-8")] if plan.records else data), 1
         return
-    for raw in handle:
-        line = raw.decode("utf-8").rstrip("\r\n")
-        if line.strip():
-            yield line
+    for run in _runs(handle, plan.max_payload):
+        body = _regular(run)
+        if not body:
+            continue
+        if not plan.records:
+            yield body, body.count(b"\n") + 1
+        elif plan.strategy == "SingleRecord":
+            for record in body.decode("utf-8").split("\n"):
+                yield [record], 1
+        else:
+            records = body.decode("utf-8").split("\n")
+            yield records, len(records)
 
 
-def _batches(records: Iterator[str], plan: _Plan) -> Iterator[list[str]]:
-    """SingleRecord: one record each; MultiRecord: as many as fit in MaxPayloadInMB."""
-    batch: list[str] = []
-    size = 0
-    for record in records:
-        length = len(record.encode("utf-8")) + 1
-        if length > plan.max_payload:
-            raise ValueError(f"a record of {length} bytes exceeds MaxPayloadInMB={plan.max_payload // MB}")
-        if batch and (plan.strategy == "SingleRecord" or size + length > plan.max_payload):
-            yield batch
-            batch, size = [], 0
-        batch.append(record)
-        size += length
-    if batch:
-        yield batch
+def _csv_fields(record: str) -> list[str]:
+    # Plain records split by hand: several times faster than csv.reader, same result without quotes.
+    return record.split(",") if '"' not in record else next(csv.reader([record]))
+
+
+def _csv_line(values: list[Any]) -> str:
+    texts = [str(v) for v in values]
+    if not any(('"' in t or "," in t or "\n" in t or "\r" in t) for t in texts):
+        return ",".join(texts)
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(values)
+    return out.getvalue()
 
 
 def _filter(path: JsonPath, record: str, kind: str) -> str:
@@ -177,11 +303,8 @@ def _filter(path: JsonPath, record: str, kind: str) -> str:
     if path.is_identity:
         return record
     if kind == "csv":
-        selected = path.apply(CsvRow(next(csv.reader([record]))))
-        values = selected if isinstance(selected, list) else [selected]
-        out = io.StringIO()
-        csv.writer(out, lineterminator="").writerow(values)
-        return out.getvalue()
+        selected = path.apply(CsvRow(_csv_fields(record)))
+        return _csv_line(selected if isinstance(selected, list) else [selected])
     return json.dumps(path.apply(json.loads(record)), separators=(",", ":"))
 
 
@@ -221,48 +344,242 @@ def _join(record: str, output: str, kind: str) -> str:
     return json.dumps(joined, separators=(",", ":"))
 
 
-def _handler(plan: _Plan, model: LoadedModel) -> Callable[[list[str]], bytes]:
-    kind_in, kind_out = _kind(plan.content_type), _kind(plan.accept)
+@dataclass(frozen=True)
+class _Handler:
+    """One request's work: filter, invoke, split, join, assemble. Picklable, so workers run it too."""
 
-    def handle(batch: list[str]) -> bytes:
-        body = "\n".join(_filter(plan.input_filter, r, kind_in) for r in batch)
-        result, _ = model.invoke(body.encode("utf-8"), plan.content_type, plan.accept)
-        if not plan.per_record:
-            return result.rstrip(b"\n") + b"\n" if plan.line else result
-        outputs = _split_output(result, plan.accept, len(batch))
-        kind = kind_in if plan.join else kind_out
+    content_type: str
+    accept: str
+    input_filter: JsonPath
+    output_filter: JsonPath
+    join: bool
+    per_record: bool
+    line: bool
+
+    @classmethod
+    def of(cls, plan: _Plan) -> _Handler:
+        return cls(
+            plan.content_type,
+            plan.accept,
+            plan.input_filter,
+            plan.output_filter,
+            plan.join,
+            plan.per_record,
+            plan.line,
+        )
+
+    def run(self, model: LoadedModel, batch: Batch) -> bytes:
+        """The assembled output of one batch."""
+        if isinstance(batch, bytes):
+            result, _ = model.invoke(batch, self.content_type, self.accept)
+            return result.rstrip(b"\n") + b"\n" if self.line else result
+        kind_in = _kind(self.content_type)
+        body = "\n".join(_filter(self.input_filter, r, kind_in) for r in batch)
+        result, _ = model.invoke(body.encode("utf-8"), self.content_type, self.accept)
+        if not self.per_record:
+            return result.rstrip(b"\n") + b"\n" if self.line else result
+        outputs = _split_output(result, self.accept, len(batch))
+        kind = kind_in if self.join else _kind(self.accept)
         rows = [
-            _filter(plan.output_filter, _join(r, o, kind_in) if plan.join else o, kind)
+            _filter(self.output_filter, _join(r, o, kind_in) if self.join else o, kind)
             for r, o in zip(batch, outputs, strict=True)
         ]
-        sep = "\n" if plan.line else ""
+        sep = "\n" if self.line else ""
         return "".join(row + sep for row in rows).encode("utf-8")
 
-    return handle
+
+class WorkerDied(RuntimeError):
+    """A worker process exited (killed, out of memory) while it had a batch; the job cannot go on."""
 
 
-def _transform_object(ctx: JobContext, plan: _Plan, model: LoadedModel, uri: str, out_uri: str) -> int:
+_LENGTH = struct.Struct("<Q")
+_PACKAGE_ROOT = Path(__file__).resolve().parents[3]
+# A worker is this interpreter running `worker_main`; `-c`, not multiprocessing: spawn would re-import
+# the caller's __main__ (pytest, a user's script), which need not be import-safe.
+_WORKER_CODE = "from pipelines.local.jobs.transform import worker_main; worker_main()"
+
+
+def _send(stream: IO[bytes], message: object) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_LENGTH.pack(len(data)))
+    stream.write(data)
+    stream.flush()
+
+
+def _receive(stream: IO[bytes]) -> Any:
+    """The next message, or None at end of stream (the other side closed or died)."""
+    head = stream.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        return None
+    (size,) = _LENGTH.unpack(head)
+    data = stream.read(size)
+    return None if len(data) < size else pickle.loads(data)
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """The exception itself if it survives pickling (ModelError, FilterError, ...), else a ModelError."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return ModelError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+def worker_main() -> None:
+    """A worker process: load the ModelSource read from stdin, then answer (handler, batch) requests.
+
+    Replies are (True, output bytes) or (False, exception) on the original stdout; the process exits when
+    stdin closes.
+    """
+    requests = sys.stdin.buffer
+    replies = os.fdopen(os.dup(1), "wb")
+    # Whatever the hooks print goes to stderr (the job log), never into the replies.
+    os.dup2(2, 1)
+    source = _receive(requests)
+    if source is None:
+        return
+    try:
+        model = source.load()
+    except Exception as exc:
+        _send(replies, (False, _portable(exc)))
+        return
+    _send(replies, (True, None))
+    while (message := _receive(requests)) is not None:
+        handler, batch = message
+        try:
+            reply: tuple[bool, object] = (True, handler.run(model, batch))
+        except Exception as exc:
+            reply = (False, _portable(exc))
+        _send(replies, reply)
+
+
+class _Worker:
+    """One worker process and whether it has reported its model loaded."""
+
+    def __init__(self, source: ModelSource, threads: int, log: JobLog) -> None:
+        pythonpath = os.pathsep.join(p for p in (str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)
+        # Each worker's model threads share the cores with the other workers instead of oversubscribing.
+        env = {**os.environ, "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": str(threads)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _WORKER_CODE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
+        self.requests, self.replies = self.proc.stdin, self.proc.stdout
+        self.ready = False
+        self.pump = threading.Thread(target=self._pump, args=(self.proc.stderr, log), daemon=True)
+        self.pump.start()
+        _send(self.requests, source)
+
+    @staticmethod
+    def _pump(stream: IO[bytes], log: JobLog) -> None:
+        for raw in stream:
+            log.output(raw.decode("utf-8", errors="replace"))
+
+    def call(self, handler: _Handler, batch: Batch) -> bytes:
+        try:
+            if not self.ready:
+                self._result(_receive(self.replies))
+                self.ready = True
+            _send(self.requests, (handler, batch))
+        except (BrokenPipeError, ValueError) as exc:  # ValueError: the pipe was closed by stop()
+            raise WorkerDied(f"worker process {self.proc.pid} is gone") from exc
+        return self._result(_receive(self.replies))
+
+    def _result(self, reply: Any) -> Any:
+        if reply is None:
+            code = self.proc.poll()
+            raise WorkerDied(f"worker process {self.proc.pid} exited (code {code}) during a request")
+        ok, value = reply
+        if not ok:
+            raise value
+        return value
+
+    def stop(self, now: bool, grace: float) -> None:
+        """Close its requests (it exits when idle) or kill it outright; wait for it either way."""
+        with contextlib.suppress(OSError, ValueError):
+            self.requests.close()
+        if now:
+            self.proc.kill()
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.pump.join(grace)
+        self.replies.close()
+
+
+class _Dispatcher:
+    """Where batches run: threads over the model loaded here, or worker processes with a copy each."""
+
+    def __init__(
+        self, plan: _Plan, loaded: LoadedModel, source: ModelSource, processes: int, log: JobLog, grace: float
+    ) -> None:
+        self._handler = _Handler.of(plan)
+        self._loaded = loaded
+        self._grace = grace
+        threads = max(1, _cpus() // max(1, processes))
+        # Started together: they load their models in parallel.
+        self._workers = [_Worker(source, threads, log) for _ in range(processes)]
+        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        for worker in self._workers:
+            self._idle.put(worker)
+        # One thread per request in flight; with workers each thread only waits on a pipe (no GIL held).
+        self._threads = ThreadPoolExecutor(processes or plan.concurrency, thread_name_prefix="transform")
+
+    def submit(self, batch: Batch) -> Future[bytes]:
+        if self._workers:
+            return self._threads.submit(self._remote, batch)
+        return self._threads.submit(self._handler.run, self._loaded, batch)
+
+    def _remote(self, batch: Batch) -> bytes:
+        worker = self._idle.get()
+        try:
+            return worker.call(self._handler, batch)
+        finally:
+            self._idle.put(worker)
+
+    def __enter__(self) -> _Dispatcher:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # After a stop or an engine error the workers' pending batches are not wanted: kill them first,
+        # so the threads blocked on their pipes return at once.
+        for worker in self._workers:
+            worker.stop(now=exc is not None, grace=self._grace)
+        self._threads.shutdown(wait=True, cancel_futures=True)
+
+
+def _transform_object(ctx: JobContext, plan: _Plan, dispatch: _Dispatcher, uri: str, out_uri: str) -> int:
     """Stream one object through the model into its `.out` (atomic: absent unless every batch succeeded)."""
-    handle_batch = _handler(plan, model)
     count = 0
-    with open(ctx.store.path_for(uri), "rb") as raw, ctx.store.open_write(out_uri) as out:
-        # gzip.GzipFile wraps (and is closed with) `raw`; it decompresses as the records are read.
-        source: IO[bytes] = gzip.GzipFile(fileobj=raw) if plan.gzip else raw
-        batches = _batches(_records(source, plan.split), plan)
-        with ThreadPoolExecutor(max_workers=plan.workers, thread_name_prefix="transform") as pool:
-            # A bounded window of in-flight batches keeps memory flat however large the object is,
-            # and results are written in input order.
-            window: collections.deque[tuple[Future[bytes], int]] = collections.deque()
-            for batch in batches:
+    # A bounded window of in-flight batches keeps memory flat however large the object is, and results
+    # are written in input order.
+    window: collections.deque[tuple[Future[bytes], int]] = collections.deque()
+    try:
+        with open(ctx.store.path_for(uri), "rb") as raw, ctx.store.open_write(out_uri) as out:
+            # gzip.GzipFile wraps (and is closed with) `raw`; it decompresses as the runs are read.
+            source: IO[bytes] = gzip.GzipFile(fileobj=raw) if plan.gzip else raw
+            for batch, records in _batches(source, plan):
                 if ctx.cancelled():
                     raise _Stopped
-                window.append((pool.submit(handle_batch, batch), len(batch)))
-                while len(window) >= 2 * plan.workers:
+                window.append((dispatch.submit(batch), records))
+                if len(window) >= plan.window:
                     future, size = window.popleft()
                     out.write(future.result())
                     count += size
             while window:
-                future, size = window.popleft()
+                future, size = window[0]
                 out.write(future.result())
+                window.popleft()
                 count += size
+    finally:
+        for future, _ in window:  # after a failure: batches not started yet are not run at all
+            future.cancel()
     return count

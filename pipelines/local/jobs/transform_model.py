@@ -1,4 +1,4 @@
-"""Loads a model for batch transform in-process: an inference script's hooks, or built-in XGBoost."""
+"""Loads a batch-transform model (inference hooks or built-in XGBoost) here or in each worker process."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -150,8 +151,30 @@ def _import_user_module(path: Path, model_dir: Path) -> LoadedModel:
     return model
 
 
-def load_model(model: Mapping[str, Any], ctx: JobContext, environment: Mapping[str, str]) -> LoadedModel:
-    """Load the DescribeModel's container for in-process invocation.
+@dataclass(frozen=True)
+class ModelSource:
+    """An extracted model ready to load, picklable so worker processes can each load their own copy.
+
+    Attributes:
+        kind: "script" (inference hooks of a user module) or "xgboost" (built-in algorithm serving).
+        model_dir: the extracted ModelDataUrl (what model_fn receives).
+        script: the user module for "script".
+    """
+
+    kind: str
+    model_dir: Path
+    script: Path | None = None
+
+    def load(self) -> LoadedModel:
+        """Import the hooks and run model_fn (or load the booster) in this process."""
+        if self.kind == "xgboost":
+            return XGBoostAlgorithmModel(self.model_dir)
+        assert self.script is not None
+        return _import_user_module(self.script, self.model_dir)
+
+
+def prepare_model(model: Mapping[str, Any], ctx: JobContext, environment: Mapping[str, str]) -> ModelSource:
+    """Fetch and extract the DescribeModel's container into the job folder; nothing is imported yet.
 
     Raises:
         UnsupportedError: several containers, an unknown image, a missing inference script.
@@ -173,7 +196,7 @@ def load_model(model: Mapping[str, Any], ctx: JobContext, environment: Mapping[s
     env = {**container.get("Environment", {}), **environment}
     program = env.get("SAGEMAKER_PROGRAM")
     if not program and image.framework == "xgboost":
-        return XGBoostAlgorithmModel(model_dir)
+        return ModelSource("xgboost", model_dir)
     submit = env.get("SAGEMAKER_SUBMIT_DIRECTORY", "/opt/ml/model/code")
     if submit.startswith("s3://"):
         code_dir = ctx.job_dir / "code"
@@ -187,4 +210,14 @@ def load_model(model: Mapping[str, Any], ctx: JobContext, environment: Mapping[s
     script = code_dir / (program or "inference.py")
     if not script.is_file():
         raise UnsupportedError(f"inference script {script.name!r} not found in the model's code folder")
-    return _import_user_module(script, model_dir)
+    return ModelSource("script", model_dir, script)
+
+
+def load_model(model: Mapping[str, Any], ctx: JobContext, environment: Mapping[str, str]) -> LoadedModel:
+    """Fetch, extract and load the DescribeModel's container for in-process invocation.
+
+    Raises:
+        UnsupportedError: several containers, an unknown image, a missing inference script.
+        StoreError / NoSuchKey: the model artefact cannot be fetched.
+    """
+    return prepare_model(model, ctx, environment).load()
