@@ -60,15 +60,19 @@ def prepare_environment(region: str) -> None:
 
 @contextlib.contextmanager
 def quiet_sdk() -> Iterator[None]:
-    """Silence SDK logging while building: it reconfigures the root logger and logs every default it applies.
+    """Silence the SDK while building: it reconfigures the root logger, logs every default it applies and
+    warns about its own internal deprecations, none of which a user of this package can act on.
 
-    `logging.disable` is process-wide and restored on exit; builds are short and single-threaded.
+    `logging.disable` and the warnings filter are process-wide and restored on exit; builds are short and
+    single-threaded.
     """
     previous = logging.root.manager.disable
     root_level, root_handlers = logging.root.level, list(logging.root.handlers)
     logging.disable(logging.WARNING)
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
     finally:
         logging.disable(previous)
         logging.root.setLevel(root_level)
