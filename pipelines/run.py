@@ -94,24 +94,11 @@ def ensure_input_data(config: Any, target: Any, console: Console) -> None:
 
 
 def champion_model_uri(client: Any, group: str) -> str | None:
-    """ModelDataUrl of the latest Approved version in the group (the gate's champion), if any."""
-    from botocore.exceptions import ClientError
+    """ModelDataUrl of the registry's champion (`deploy.registry.champion`: the latest Approved version)."""
+    from deploy.registry import champion
 
-    try:
-        page = client.list_model_packages(
-            ModelPackageGroupName=group,
-            ModelApprovalStatus="Approved",
-            SortBy="CreationTime",
-            SortOrder="Descending",
-            MaxResults=1,
-        )
-    except ClientError:
-        return None  # no such group yet: no champion
-    packages = page.get("ModelPackageSummaryList", [])
-    if not packages:
-        return None
-    package = client.describe_model_package(ModelPackageName=packages[0]["ModelPackageArn"])
-    return package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
+    package = champion(client, group)
+    return None if package is None else package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
 
 
 def upsert_pipeline(client: Any, name: str, definition: str, role_arn: str, parallelism: int) -> None:
