@@ -75,7 +75,13 @@ def versions(client: Any, group: str) -> list[dict[str, Any]]:
 
 
 def resolve(client: Any, group: str, ref: str | int | None) -> dict[str, Any]:
-    """A version of the group by number, a package by ARN, or (ref None) the champion."""
+    """A version of the group by number, a package by ARN, `latest` (the newest version, whatever its
+    status: what a manual approval in CodePipeline approves), or (ref None) the champion."""
+    if str(ref) == "latest":
+        every = versions(client, group)
+        if not every:
+            raise UsageError(f"group {group} has no versions")
+        return _describe(client, every[-1]["ModelPackageArn"])
     if ref is None:
         found = champion(client, group)
         if found is None:
@@ -85,7 +91,7 @@ def resolve(client: Any, group: str, ref: str | int | None) -> dict[str, Any]:
     if text.startswith("arn:"):
         return _describe(client, text)
     if not text.isdigit():
-        raise UsageError(f"{text!r} is neither a version number nor a model package ARN")
+        raise UsageError(f"{text!r} is neither a version number, `latest`, nor a model package ARN")
     for item in versions(client, group):
         if item["ModelPackageVersion"] == int(text):
             return _describe(client, item["ModelPackageArn"])

@@ -266,10 +266,29 @@ def test_release_builds_get_the_model_package_arn(templates: dict[str, Any], rul
     ]
 
 
-def test_rollback_runs_the_registry_rollback(templates: dict[str, Any]) -> None:
+def test_release_commands_are_the_deploy_clis(templates: dict[str, Any]) -> None:
+    """The default release commands parse with the real CLIs (a renamed flag would fail here, not in AWS)."""
+    import shlex
+
+    from deploy import endpoint, registry
+
     cicd = templates["cicd"]
-    rollback = parameter_defaults(cicd)["RollbackCommand"]
-    assert rollback.startswith("python -m deploy.registry ") and rollback.endswith(" rollback")
+    defaults = parameter_defaults(cicd)
+    env = {"$PDM_REGION": "eu-west-1", "$PDM_REGISTRY__MODEL_PACKAGE_GROUP": "pdm-dev",
+           "$MODEL_PACKAGE_ARN": "arn:aws:sagemaker:eu-west-1:123456789012:model-package/pdm-dev/3",
+           "$PDM_DEPLOY__ENDPOINT_NAME": "pdm-dev"}  # fmt: skip
+    expected = (
+        ("PromoteCommand", registry, "approve"),
+        ("DeployCommand", endpoint, "deploy"),
+        ("RollbackCommand", endpoint, "deploy"),
+    )
+    for name, module, command in expected:
+        argv = [env.get(word, word) for word in shlex.split(defaults[name])]
+        assert argv[:3] == ["python", "-m", module.__name__], name
+        args = module._parser().parse_args(argv[3:])
+        assert args.command == command and args.target == "sagemaker" and args.region == "eu-west-1", name
+    rollback = shlex.split(defaults["RollbackCommand"])
+    assert "--package" not in rollback and "--version" not in rollback  # deploys the remaining champion
     buildspec = props(cicd, "RollbackProject")["Source"]["BuildSpec"]["Fn::Sub"]
     assert "${RollbackCommand}" in buildspec
     assert "${DeployCommand}" in props(cicd, "DeployProject")["Source"]["BuildSpec"]["Fn::Sub"]
