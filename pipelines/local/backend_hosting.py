@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -181,6 +183,28 @@ class HostingBackend(BackendBase):
         server = start_server(self.options.serve_command, body, directory, generation, env)
         return server, summaries
 
+    def _serving_fingerprint(
+        self, config: Resource, weights: dict[str, float] | None, counts: dict[str, int] | None
+    ) -> str:
+        """What a generation serves: per variant the container (image, environment, mode, the model data's
+        content) with weight and count, plus data capture. Equal fingerprints serve identically."""
+        weights, counts = weights or {}, counts or {}
+        parts: list[Any] = [config.body.get("DataCaptureConfig")]
+        for variant in config.body["ProductionVariants"]:
+            model = self.get_or_raise(MODEL, variant["ModelName"], "Model").body
+            container = dict(model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0])
+            url = container.pop("ModelDataUrl", None)
+            content = url
+            if url and container.get("Mode") != "MultiModel" and self.store.exists(url):
+                content = hashlib.sha256(self.store.get_bytes(url)).hexdigest()
+            name = variant["VariantName"]
+            parts.append([
+                name, container, content,
+                weights.get(name, variant.get("InitialVariantWeight", 1.0)),
+                counts.get(name, variant.get("InitialInstanceCount", 1)),
+            ])  # fmt: skip
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
     def _capture_summary(self, config: Resource) -> dict[str, Any] | None:
         capture = config.body.get("DataCaptureConfig")
         if not capture:
@@ -214,12 +238,13 @@ class HostingBackend(BackendBase):
             body.update({"EndpointStatus": "Failed", "FailureReason": str(exc)[:1024]})
             self.records.update_resource(ENDPOINT, name, body=body, status="Failed")
             return {"EndpointArn": body["EndpointArn"]}
+        serving = {**server.as_dict(), "fingerprint": self._serving_fingerprint(config, None, None)}
         body.update(
             {"EndpointStatus": "InService", "ProductionVariants": variants, "LastModifiedTime": to_dt(now())}
         )
         if capture := self._capture_summary(config):
             body["DataCaptureConfig"] = capture
-        self.records.update_resource(ENDPOINT, name, body=body, status="InService", extra=server.as_dict())
+        self.records.update_resource(ENDPOINT, name, body=body, status="InService", extra=serving)
         return {"EndpointArn": body["EndpointArn"]}
 
     def update_endpoint(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -272,6 +297,14 @@ class HostingBackend(BackendBase):
         body = {**endpoint.body, "EndpointStatus": "Updating", "LastModifiedTime": to_dt(now())}
         self.records.update_resource(ENDPOINT, endpoint.name, body=body, status="Updating")
         old = endpoint.extra
+        fingerprint = self._serving_fingerprint(config, weights, counts)
+        if fingerprint == old.get("fingerprint") and old.get("pid") and pid_alive(int(old["pid"])):
+            # Same models, weights and capture (an unchanged pipeline re-run): the running generation
+            # already serves exactly this, so only the record moves, with no restart and no lost counters.
+            body.update({"EndpointStatus": "InService", "EndpointConfigName": config.name})
+            body.pop("FailureReason", None)
+            self.records.update_resource(ENDPOINT, endpoint.name, body=body, status="InService", extra=old)
+            return
         generation = int(old.get("generation", 0)) + 1
         try:
             server, variants = self._start_generation(endpoint.name, config, generation, weights, counts)
@@ -289,8 +322,9 @@ class HostingBackend(BackendBase):
         if capture := self._capture_summary(config):
             body["DataCaptureConfig"] = capture
         self.records.update_resource(
-            ENDPOINT, endpoint.name, body=body, status="InService", extra=server.as_dict()
-        )
+            ENDPOINT, endpoint.name, body=body, status="InService",
+            extra={**server.as_dict(), "fingerprint": fingerprint},
+        )  # fmt: skip
         if old.get("pid"):
             stop_server(int(old["pid"]))
 

@@ -20,10 +20,11 @@ from pipelines.local.worker import pid_alive
 def _model(client: Any, name: str, broken: bool = False) -> None:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        # Content differs per model: an update to byte-identical model data is a no-op by design.
         for member in ["xgboost-model", *(["BROKEN"] if broken else [])]:
             info = tarfile.TarInfo(member)
-            info.size = 1
-            archive.addfile(info, io.BytesIO(b"x"))
+            info.size = len(name)
+            archive.addfile(info, io.BytesIO(name.encode()))
     client.store.put_bytes(f"s3://bucket/models/{name}/model.tar.gz", buffer.getvalue())
     client.create_model(
         ModelName=name,
@@ -95,6 +96,35 @@ def test_update_moves_traffic_only_after_the_new_server_is_healthy(client: Any) 
     assert green["generation"] == 2 and green["pid"] != blue["pid"]
     assert not pid_alive(blue["pid"])  # the old generation was stopped after the switch
     assert _invoke(green["url"], "ep") == b"1,2,3"
+
+
+def test_update_to_identical_models_keeps_the_running_server(client: Any) -> None:
+    _model(client, "blue")
+    client.store.put_bytes(
+        "s3://bucket/models/same/model.tar.gz", client.store.get_bytes("s3://bucket/models/blue/model.tar.gz")
+    )
+    client.create_model(
+        ModelName="same",
+        ExecutionRoleArn="arn:aws:iam::000000000000:role/r",
+        PrimaryContainer={
+            "Image": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1",
+            "ModelDataUrl": "s3://bucket/models/same/model.tar.gz",
+        },
+    )
+    client.create_endpoint_config(
+        EndpointConfigName="same-config",
+        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "same", "InitialInstanceCount": 1,
+                             "InstanceType": "ml.m5.large"}],
+        DataCaptureConfig=client.describe_endpoint_config(EndpointConfigName="blue-config")["DataCaptureConfig"],
+    )  # fmt: skip
+    client.create_endpoint(EndpointName="ep", EndpointConfigName="blue-config")
+    before = client.local_endpoint(EndpointName="ep")
+    client.update_endpoint(EndpointName="ep", EndpointConfigName="same-config")
+    after = client.local_endpoint(EndpointName="ep")
+    described = client.describe_endpoint(EndpointName="ep")
+    assert (described["EndpointStatus"], described["EndpointConfigName"]) == ("InService", "same-config")
+    assert after["pid"] == before["pid"] and after["generation"] == before["generation"] == 1
+    assert _invoke(after["url"], "ep") == b"1,2,3"
 
 
 def test_failed_update_keeps_the_old_server_and_reports_why(client: Any) -> None:

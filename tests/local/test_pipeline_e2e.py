@@ -70,7 +70,7 @@ def test_run_registers_deploys_then_reruns_from_cache_and_gates(
     assert not any(s.get("CacheHitResult") for s in cold.values())
 
     # 2. Unchanged re-run: jobs come from the cache; evaluation re-runs (the champion is now version 1),
-    #    version 2 is registered and the endpoint is updated in place.
+    #    version 2 is registered and the endpoint is updated in place (same model: no restart).
     assert run.main(["--root", str(root), *SMALL]) == 0
     out = capsys.readouterr().out
     assert "Champion: s3://" in out and "(version 2, Approved)" in out
@@ -84,8 +84,11 @@ def test_run_registers_deploys_then_reruns_from_cache_and_gates(
     )
     assert evaluation["champion"]["present"] is True
     assert evaluation["gate"]["shortfall"] == pytest.approx(0.0, abs=1e-9)  # same model as the champion
-    new_url = re.search(r"Endpoint URL: (http://127\.0\.0\.1:\d+)", out).group(1)
-    assert invoke(new_url, record) == pytest.approx(score)
+    # The cached model is byte-identical: the update moves the record but keeps the running server.
+    assert re.search(r"Endpoint URL: (http://127\.0\.0\.1:\d+)", out).group(1) == url
+    assert invoke(url, record) == pytest.approx(score)
+    endpoint = client.describe_endpoint(EndpointName="e2e-test")
+    assert endpoint["EndpointConfigName"].endswith(executions[0]["PipelineExecutionArn"].rsplit("/", 1)[-1])
 
     # 3. A threshold the model cannot meet: the gate fails the execution with the numbers in the message.
     assert run.main(["--root", str(root), *SMALL, "--param", "GateThreshold=0.9999"]) == 1
