@@ -16,7 +16,6 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -147,27 +146,15 @@ class DirectRun:
             proc.wait(timeout=30)
         return self.times["serve"]
 
-    def run(self, parallel_trials: int) -> tuple[float, float]:
-        """Returns (sum of the scripts' own times, wall time with the pipeline's parallelism)."""
-        train_hps = self._job("Train", "TrainingJob")["HyperParameters"]
-        trials = self.trials()
-        start = time.perf_counter()
+    def run(self) -> float:
+        """Each script alone, one after another (its own time, undisturbed); returns the sum."""
         self.preprocess()
-        with ThreadPoolExecutor(max_workers=1 + parallel_trials) as pool:
-            baseline = pool.submit(self.train, "train", train_hps)
-            for wave in range(0, len(trials), parallel_trials):
-                futures = [
-                    pool.submit(self.train, label, hps)
-                    for label, hps in trials[wave : wave + parallel_trials]
-                ]
-                for future in futures:
-                    future.result()
-            baseline.result()
-        best = self._job("Tune", "TuningJob")["BestTrainingJob"]["TrainingJobName"]
-        self.evaluate(best)
+        self.train("train", self._job("Train", "TrainingJob")["HyperParameters"])
+        for name, hyperparameters in self.trials():
+            self.train(name, hyperparameters)
+        self.evaluate(self._job("Tune", "TuningJob")["BestTrainingJob"]["TrainingJobName"])
         self.serve()
-        wall = time.perf_counter() - start
-        return sum(self.times.values()), wall
+        return sum(self.times.values())
 
 
 def _fresh_clone_seconds() -> str:
@@ -210,9 +197,7 @@ def run() -> str:
         cold_arn = _latest_execution(client)
         cold = _execution_seconds(client, cold_arn)
         config = load_config(environ={})
-        scripts_sum, direct_wall = DirectRun(client, cold_arn, Path(tmp) / "direct").run(
-            config.tuning.max_parallel
-        )
+        scripts_sum = DirectRun(client, cold_arn, Path(tmp) / "direct").run()
         # The same pipeline with the same parameters: the champion is pinned to what the cold run saw.
         warm_cli = _timed([*cli, "--param", f"ChampionModelUri={no_champion_uri(config)}"])
         warm_arn = _latest_execution(client)
@@ -223,7 +208,6 @@ def run() -> str:
             client.delete_endpoint(EndpointName=endpoint["EndpointName"])
 
     overhead_sum = cold / scripts_sum
-    overhead_parallel = cold / direct_wall
     speedup = cold / warm
     mark = {True: "met", False: "**missed**"}
     return "\n".join(
@@ -236,9 +220,8 @@ def run() -> str:
             "",
             "| measure | seconds |",
             "|---|---|",
-            "| sum of the scripts' own run times, run directly (preprocess, train, trials, evaluate, "
-            f"server start) | {scripts_sum:.1f} |",
-            f"| the same scripts run directly with the pipeline's parallelism | {direct_wall:.1f} |",
+            "| the same scripts run directly, one after another (preprocess, train, each tuning trial, "
+            f"evaluate, model server start): sum | {scripts_sum:.1f} |",
             f"| engine, cold execution (records: start to end) | {cold:.1f} |",
             "| engine, cold `python -m pipelines.run` (plus SDK import, compile, data generation) "
             f"| {cold_cli:.1f} |",
@@ -246,8 +229,8 @@ def run() -> str:
             f"| engine, unchanged re-run `python -m pipelines.run` | {warm_cli:.1f} |",
             "",
             f"- Engine overhead, cold execution / sum of script times: **{overhead_sum:.2f}x** "
-            f"(target <= {OVERHEAD_TARGET}x: {mark[overhead_sum <= OVERHEAD_TARGET]}); against the direct "
-            f"run with the same parallelism: {overhead_parallel:.2f}x.",
+            f"(target <= {OVERHEAD_TARGET}x: {mark[overhead_sum <= OVERHEAD_TARGET]}). The engine runs "
+            "independent steps and tuning trials in parallel, which is why it can beat the serial sum.",
             f"- Cached re-run: execution **{speedup:.1f}x** faster than cold (target >= {CACHE_TARGET:.0f}x: "
             f"{mark[speedup >= CACHE_TARGET]}); whole CLI {cold_cli / warm_cli:.1f}x.",
             f"- Time from a fresh clone to a finished `make run`: {_fresh_clone_seconds()}.",
