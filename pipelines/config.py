@@ -435,9 +435,14 @@ def load_config(
     overrides: list[str] | None = None,
     environ: dict[str, str] | None = None,
 ) -> PipelineConfig:
-    """Build the validated config: defaults < YAML file < environment < `--param` overrides."""
+    """Build the validated config: defaults < YAML file < environment < `--param` overrides.
+
+    The file is `path`, else $PDM_CONFIG, else ./pdm.yaml when it exists.
+    """
     env = dict(os.environ if environ is None else environ)
     file_values: dict[str, Any] = {}
+    if path is None and env.get("PDM_CONFIG"):
+        path = env["PDM_CONFIG"]  # CodeBuild and shells can name the file without a flag
     chosen = Path(path) if path else (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
     if chosen is not None:
         if not chosen.exists():

@@ -57,6 +57,14 @@ def test_unknown_key_in_yaml_file_is_named(tmp_path: Path) -> None:
         load_config(path, environ={})
 
 
+def test_config_file_from_environment(tmp_path: Path) -> None:
+    path = tmp_path / "env.yaml"
+    path.write_text("evaluation:\n  threshold: 0.66\n")
+    assert load_config(environ={"PDM_CONFIG": str(path)}).evaluation.threshold == 0.66
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(environ={"PDM_CONFIG": str(tmp_path / "nope.yaml")})
+
+
 def test_missing_or_invalid_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml", environ={})
