@@ -8,7 +8,10 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 if __package__:
     from .features import PROBLEM_TYPES, FeatureError
@@ -30,6 +33,27 @@ class BadInputError(JobError):
     """Bad data or bad arguments (exit code 2)."""
 
     exit_code = EXIT_BAD_INPUT
+
+
+def read_csv_files(files: Sequence[Path], what: str) -> pd.DataFrame:
+    """Concatenate CSV files with header rows; empty files are skipped, unreadable ones are bad input.
+
+    `what` names the data in messages (e.g. "channel 'train'"); an empty result is bad input too.
+    """
+    import pandas as pd
+
+    frames = []
+    for file in files:
+        try:
+            frames.append(pd.read_csv(file))
+        except pd.errors.EmptyDataError:
+            continue
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise BadInputError(f"{what}: {file.name} is not a readable CSV file: {exc}") from None
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if df.empty:
+        raise BadInputError(f"{what} has no data rows in {', '.join(f.name for f in files)}")
+    return df
 
 
 def base_dir() -> Path:

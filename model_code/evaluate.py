@@ -17,10 +17,10 @@ import xgboost as xgb
 from sklearn import metrics as skm
 
 if __package__:
-    from .common import BadInputError, JobArgumentParser, add_schema_args, base_dir, run_job
+    from .common import BadInputError, JobArgumentParser, add_schema_args, base_dir, read_csv_files, run_job
     from .features import FeatureError, FeatureSpec
 else:
-    from common import BadInputError, JobArgumentParser, add_schema_args, base_dir, run_job
+    from common import BadInputError, JobArgumentParser, add_schema_args, base_dir, read_csv_files, run_job
     from features import FeatureError, FeatureSpec
 
 MODEL_FILE = "xgboost-model.json"
@@ -134,18 +134,7 @@ def read_test(directory: Path) -> pd.DataFrame:
     files = sorted(directory.glob("*.csv")) if directory.is_dir() else []
     if not files:
         raise BadInputError(f"no test CSV in {directory}")
-    frames = []
-    for file in files:
-        try:
-            frames.append(pd.read_csv(file))
-        except pd.errors.EmptyDataError:
-            continue
-        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise BadInputError(f"{file}: not a readable CSV file: {exc}") from None
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if df.empty:
-        raise BadInputError(f"test data in {directory} has no rows")
-    return df
+    return read_csv_files(files, f"test data in {directory}")
 
 
 def compute_metrics(

@@ -13,14 +13,29 @@ from types import FrameType
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import xgboost as xgb
 
 if __package__:
-    from .common import EXIT_SIGTERM, BadInputError, JobArgumentParser, JobError, base_dir, run_job
+    from .common import (
+        EXIT_SIGTERM,
+        BadInputError,
+        JobArgumentParser,
+        JobError,
+        base_dir,
+        read_csv_files,
+        run_job,
+    )
     from .features import FeatureSpec
 else:
-    from common import EXIT_SIGTERM, BadInputError, JobArgumentParser, JobError, base_dir, run_job
+    from common import (
+        EXIT_SIGTERM,
+        BadInputError,
+        JobArgumentParser,
+        JobError,
+        base_dir,
+        read_csv_files,
+        run_job,
+    )
     from features import FeatureSpec
 
 MODEL_FILE = "xgboost-model.json"
@@ -136,17 +151,7 @@ def read_channel(name: str, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
     files = sorted(p for p in path.glob("*.csv") if p.is_file())
     if not files:
         raise BadInputError(f"channel '{name}' has no CSV files in {path}")
-    frames = []
-    for file in files:
-        try:
-            frames.append(pd.read_csv(file))
-        except pd.errors.EmptyDataError:
-            continue
-        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise BadInputError(f"channel '{name}': {file.name} is not a readable CSV file: {exc}") from None
-    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    if df.empty:
-        raise BadInputError(f"channel '{name}' has no data rows in {', '.join(f.name for f in files)}")
+    df = read_csv_files(files, f"channel '{name}'")
     if spec.target not in df.columns:
         raise BadInputError(f"channel '{name}': target column '{spec.target}' is missing")
     return spec.transform(df), spec.encode_target(df[spec.target])
