@@ -1,10 +1,12 @@
-"""run_transform_job: split and batch strategies, `.out` naming, assembly, filters and joins, streaming."""
+"""run_transform_job: splits, batch strategies, `.out` names, assembly, filters, joins, streaming, workers."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import tarfile
+import threading
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import pipelines.local.jobs.transform as transform
 from pipelines.local.errors import UnsupportedError
 from pipelines.local.jobs import JobContext, run_training_job, run_transform_job
 from pipelines.local.jobs.jsonpath import CsvRow, FilterError, parse
@@ -139,8 +142,12 @@ def transform_fn(model, body, content_type, accept):
 """
 
 
-def test_multirecord_batches_fit_the_payload_and_memory_stays_flat(tmp_path: Path) -> None:
+def test_multirecord_batches_fit_the_payload_and_memory_stays_flat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Memory peak does not grow with the input: records stream through a bounded window of batches."""
+    # Both sizes on threads in this process, where tracemalloc sees every allocation.
+    monkeypatch.setattr(transform, "PROCESS_MIN_BYTES", 1 << 40)
     row = "0.123456789," * 19 + "0.123456789\n"  # 240 bytes: about 4400 records per 1 MB batch
     peaks = []
     for rows in (30_000, 120_000):  # 7 MB and 29 MB
@@ -373,3 +380,243 @@ def test_model_code_artefact_end_to_end(tmp_path: Path) -> None:
     assert out["TransformJobStatus"] == "Completed", out.get("FailureReason")
     scores = [float(v) for v in ctx.store.get_bytes("s3://bkt/out/pdm-batch/records.csv.out").split()]
     assert len(scores) == 20 and all(0.0 <= s <= 1.0 for s in scores)
+
+
+# --- reading runs of lines ----------------------------------------------------------------------------
+def run_bodies(data: bytes, limit: int, chunk: int | None = None) -> list[bytes]:
+    """The runs _runs cuts from `data` (optionally read in short pieces, like a gzip stream)."""
+
+    class Short(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            return super().read(min(size, chunk) if chunk and size and size > 0 else size)
+
+    return list(transform._runs(Short(data), limit))
+
+
+def test_runs_cut_whole_lines_within_the_payload() -> None:
+    data = b"aaaa\nbb\ncccccc\nd\n"
+    assert run_bodies(data, 8) == [b"aaaa\nbb", b"cccccc", b"d"]
+    assert run_bodies(data, 8, chunk=3) == [b"aaaa\nbb", b"cccccc", b"d"]  # short reads fill the run first
+    assert run_bodies(data, 100) == [b"aaaa\nbb\ncccccc\nd"]
+    assert run_bodies(b"aaaa\nbb", 100) == [b"aaaa\nbb"]  # no newline at the end
+    assert run_bodies(b"", 100) == []
+    # A record plus its newline may fill the payload exactly; one byte more is refused.
+    assert run_bodies(b"abcdefg\n", 8) == [b"abcdefg"]
+    with pytest.raises(ValueError, match="exceeds MaxPayloadInMB"):
+        run_bodies(b"abcdefgh\n", 8)
+
+
+def test_irregular_lines_are_dropped_or_trimmed_like_records() -> None:
+    assert transform._regular(b"1,2\n3,4") == b"1,2\n3,4"
+    assert transform._regular(b"\n1,2\r\n\n  \n\t\n3,4\r") == b"1,2\n3,4"
+    assert transform._regular(b" 5,6\n7,8") == b" 5,6\n7,8"  # leading blanks of a record are kept
+    assert transform._regular(b"\n \n") == b""
+
+
+def plan(**settings: Any) -> Any:
+    return transform._Plan(transform_request("p", **settings))
+
+
+def test_batches_follow_the_strategy() -> None:
+    data = b"1,2\n\n3,4\r\n5,6"
+    multi = list(transform._batches(io.BytesIO(data), plan(BatchStrategy="MultiRecord")))
+    assert multi == [(b"1,2\n3,4\n5,6", 3)]  # one run, passed as bytes
+    single = list(transform._batches(io.BytesIO(data), plan(BatchStrategy="SingleRecord")))
+    assert single == [(["1,2"], 1), (["3,4"], 1), (["5,6"], 1)]
+    joined = list(
+        transform._batches(
+            io.BytesIO(data), plan(BatchStrategy="MultiRecord", DataProcessing={"JoinSource": "Input"})
+        )
+    )
+    assert joined == [(["1,2", "3,4", "5,6"], 3)]
+    whole = list(transform._batches(io.BytesIO(b"x\ny"), plan(split="None")))
+    assert whole == [(b"x\ny", 1)]
+
+
+def test_whole_object_larger_than_the_payload_fails_that_object(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    model = script_model(ctx)
+    ctx.store.put_bytes("s3://bkt/in/big.json", b'{"features": [1, 2]}' + b" " * (1024 * 1024))
+    ctx.store.put_bytes("s3://bkt/in/small.json", b'{"features": [1, 2]}')
+    req = transform_request(
+        "whole", split="None", content_type="application/json", accept="application/json", MaxPayloadInMB=1
+    )
+    desc = run_transform_job(req, ctx, model)
+    assert desc["TransformJobStatus"] == "Failed" and "big.json" in desc["FailureReason"]
+    assert ctx.store.list("s3://bkt/out/whole/") == ["s3://bkt/out/whole/small.json.out"]
+
+
+def test_limits_sagemaker_rejects_fail_the_job(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    model = script_model(ctx)
+    for settings, text in (
+        ({"MaxPayloadInMB": 101}, "between 0 and 100"),
+        ({"MaxPayloadInMB": 30, "MaxConcurrentTransforms": 4}, "must not exceed 100"),
+    ):
+        desc = run_transform_job(transform_request("limits", **settings), ctx, model)
+        assert desc["TransformJobStatus"] == "Failed"
+        assert desc["FailureReason"].startswith("ValidationException") and text in desc["FailureReason"]
+
+
+def test_a_failing_model_fn_fails_the_job(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    ctx.store.put_bytes(
+        "s3://bkt/model/model.tar.gz",
+        model_tarball(
+            {"code/inference.py": b"def model_fn(model_dir):\n    raise OSError('weights missing')\n"}
+        ),
+    )
+    model = {
+        "ModelName": "m",
+        "PrimaryContainer": {"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://bkt/model/model.tar.gz"},
+    }
+    ctx.store.put_bytes("s3://bkt/in/a.csv", b"1,2\n")
+    desc = run_transform_job(transform_request("broken"), ctx, model)
+    assert desc["TransformJobStatus"] == "Failed" and "OSError: weights missing" in desc["FailureReason"]
+
+
+# --- worker processes ---------------------------------------------------------------------------------
+WORKER_MODEL = """
+import os, sys
+from pathlib import Path
+
+def model_fn(model_dir):
+    if (Path(model_dir) / "BROKEN").exists():
+        raise ValueError("cannot load")
+    return Path(model_dir)
+
+def transform_fn(model, body, content_type, accept):
+    lines = body.decode().split("\\n")
+    print(f"hook stdout {os.getpid()}")  # must land in the log, never in the replies
+    print(f"hook stderr {os.getpid()}", file=sys.stderr)
+    if any(line == "die" for line in lines):
+        os._exit(3)
+    with open(model / "calls.txt", "a") as f:
+        f.write(f"{os.getpid()} {len(lines)}\\n")
+    return "".join(f"{float(line.split(',')[0]) * 2}\\n" for line in lines), "text/csv"
+"""
+
+
+def worker_model(ctx: JobContext, broken: bool = False) -> dict[str, Any]:
+    files = {"code/inference.py": WORKER_MODEL.encode()}
+    if broken:
+        files["BROKEN"] = b""
+    ctx.store.put_bytes("s3://bkt/model/model.tar.gz", model_tarball(files))
+    return {
+        "ModelName": "w",
+        "PrimaryContainer": {"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://bkt/model/model.tar.gz"},
+    }
+
+
+def test_worker_processes_give_the_same_output_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transform, "PROCESS_MIN_BYTES", 0)
+    monkeypatch.setattr(transform, "_cpus", lambda: 2)
+    rows = b"".join(f"{i},{i}\n".encode() for i in range(3000))  # 1 MB runs: several batches
+    outputs = {}
+    for concurrency in (1, 2):
+        ctx = make_ctx(tmp_path, f"w{concurrency}")
+        model = worker_model(ctx)
+        ctx.store.put_bytes("s3://bkt/in/rows.csv", rows * 100)
+        req = transform_request(f"w{concurrency}", MaxPayloadInMB=1, MaxConcurrentTransforms=concurrency)
+        desc = run_transform_job(req, ctx, model)
+        assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+        outputs[concurrency] = ctx.store.get_bytes(f"s3://bkt/out/w{concurrency}/rows.csv.out")
+        pids = {line.split()[0] for line in (ctx.job_dir / "model" / "calls.txt").read_text().splitlines()}
+        log = ctx.log_path.read_text()
+        if concurrency == 1:
+            assert pids == {str(os.getpid())}  # one request at a time: threads here, no workers
+            assert "on threads" in log
+        else:
+            assert len(pids) == 2 and str(os.getpid()) not in pids
+            assert "on 2 worker processes" in log
+            assert "hook stdout" in log and "hook stderr" in log
+    expected = b"".join(f"{float(i) * 2}\n".encode() for i in range(3000)) * 100
+    assert outputs[1] == outputs[2] == expected
+
+
+def test_a_dying_worker_fails_the_job_without_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transform, "PROCESS_MIN_BYTES", 0)
+    monkeypatch.setattr(transform, "_cpus", lambda: 2)
+    ctx = make_ctx(tmp_path)
+    model = worker_model(ctx)
+    ctx.store.put_bytes("s3://bkt/in/a.csv", b"1,1\n" * 10 + b"die\n" + b"2,2\n")
+    req = transform_request("dies", BatchStrategy="SingleRecord", MaxConcurrentTransforms=2)
+    desc = run_transform_job(req, ctx, model)
+    assert desc["TransformJobStatus"] == "Failed"
+    assert "a.csv" in desc["FailureReason"] and "exited with code 3" in desc["FailureReason"]
+    assert ctx.store.list("s3://bkt/out/dies/") == []
+
+
+def test_a_model_failing_to_load_in_workers_fails_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transform, "PROCESS_MIN_BYTES", 0)
+    monkeypatch.setattr(transform, "_cpus", lambda: 2)
+    ctx = make_ctx(tmp_path)
+    model = worker_model(ctx, broken=True)
+    ctx.store.put_bytes("s3://bkt/in/a.csv", b"1,1\n")
+    desc = run_transform_job(transform_request("nomodel", MaxConcurrentTransforms=2), ctx, model)
+    assert desc["TransformJobStatus"] == "Failed" and "cannot load" in desc["FailureReason"]
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_cancel_stops_the_job_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: bool
+) -> None:
+    if processes:
+        monkeypatch.setattr(transform, "PROCESS_MIN_BYTES", 0)
+        monkeypatch.setattr(transform, "_cpus", lambda: 2)
+    cancel = threading.Event()
+    ctx = make_ctx(tmp_path, cancel=cancel)
+    model = worker_model(ctx)
+    ctx.store.put_bytes("s3://bkt/in/a.csv", b"1,1\n" * 200)
+    real = transform._batches
+
+    def cancelling(handle: Any, plan: Any) -> Any:
+        for number, item in enumerate(real(handle, plan)):
+            if number == 5:
+                cancel.set()
+            yield item
+
+    monkeypatch.setattr(transform, "_batches", cancelling)
+    req = transform_request("stop", BatchStrategy="SingleRecord", MaxConcurrentTransforms=2)
+    desc = run_transform_job(req, ctx, model)
+    assert desc["TransformJobStatus"] == "Stopped"
+    assert ctx.store.list("s3://bkt/out/stop/") == []
+
+
+def test_unset_concurrency_is_one_request_per_cpu_within_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As SageMaker asks the container's /execution-parameters, which the local model server answers so."""
+    monkeypatch.setattr(transform, "_cpus", lambda: 4)
+    assert plan().concurrency == 4
+    assert plan(MaxPayloadInMB=30).concurrency == 3  # 4 x 30 MB would pass the 100 MB limit
+    assert plan(MaxConcurrentTransforms=1).concurrency == 1
+    assert plan(MaxConcurrentTransforms=2).processes(transform.PROCESS_MIN_BYTES) == 2
+    assert plan(MaxConcurrentTransforms=2).processes(transform.PROCESS_MIN_BYTES - 1) == 0  # small: threads
+
+
+def test_jsonpath_wildcards() -> None:
+    assert parse("$[*]").apply(CsvRow(["a", "b"])) == ["a", "b"]
+    assert parse("$.*").apply({"a": 1, "b": 2}) == [1, 2]
+    assert parse("$.items[*].x").apply({"items": [{"x": 1}, {"x": 2}]}) == [1, 2]
+    assert parse("$[*][0]").apply([[1, 2], [3, 4]]) == [1, 3]
+    with pytest.raises(FilterError, match="wildcard"):
+        parse("$.a.*").apply({"a": 5})
+    with pytest.raises(UnsupportedError):
+        parse("$..x")
+
+
+def test_manifest_entry_without_object_fails_that_object(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    model = script_model(ctx)
+    ctx.store.put_bytes("s3://bkt/data/a.csv", b"1,2\n")
+    ctx.store.put_bytes(
+        "s3://bkt/manifest.json", json.dumps([{"prefix": "s3://bkt/data/"}, "a.csv", "gone.csv"]).encode()
+    )
+    req = transform_request("manifest", uri="s3://bkt/manifest.json")
+    req["TransformInput"]["DataSource"]["S3DataSource"]["S3DataType"] = "ManifestFile"
+    desc = run_transform_job(req, ctx, model)
+    assert desc["TransformJobStatus"] == "Failed" and "gone.csv" in desc["FailureReason"]
+    assert ctx.store.list("s3://bkt/out/manifest/") == ["s3://bkt/out/manifest/a.csv.out"]

@@ -1,4 +1,8 @@
-"""The JSONPath subset of batch transform filters (DataProcessing): `$`, `.key`, `[i]`, `[a:b]`, `['k']`."""
+"""JSONPath for batch transform filters (DataProcessing): `$`, `.key`, `*`, `[i,j]`, `[a:b]`, `['k','l']`.
+
+These are the operators SageMaker's batch-transform data-processing guide lists (no recursive descent, no
+filter expressions), so anything else is refused up front rather than half-applied.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any
 
 from pipelines.local.errors import UnsupportedError
 
-_SEGMENT = re.compile(r"\.([A-Za-z_][\w-]*)|\[([^\]]*)\]")
+_SEGMENT = re.compile(r"\.([A-Za-z_][\w-]*|\*)|\[([^\]]*)\]")
 _INT = re.compile(r"^-?\d+$")
 _SLICE = re.compile(r"^(-?\d*):(-?\d*)$")
 
@@ -29,9 +33,16 @@ class JsonPath:
         return not self.segments
 
     def apply(self, value: Any) -> Any:
+        # After a wildcard the path selects several values: later segments apply to each of them.
+        current, several = [value], False
         for kind, arg in self.segments:
-            value = _key(value, arg) if kind == "key" else _bracket(value, arg)
-        return value
+            if kind == "wildcard":
+                current, several = [item for v in current for item in _every(v)], True
+            elif kind == "key":
+                current = [_key(v, arg) for v in current]
+            else:
+                current = [_bracket(v, arg) for v in current]
+        return current if several else current[0]
 
 
 def parse(expr: str | None) -> JsonPath:
@@ -49,7 +60,9 @@ def parse(expr: str | None) -> JsonPath:
         match = _SEGMENT.match(text, pos)
         if not match:
             raise UnsupportedError(f"JSONPath {expr!r}: unsupported syntax at {text[pos:]!r}")
-        if match.group(1) is not None:
+        if match.group(1) == "*" or (match.group(2) or "").strip() == "*":
+            segments.append(("wildcard", None))
+        elif match.group(1) is not None:
             segments.append(("key", match.group(1)))
         else:
             segments.append(("bracket", _items(match.group(2), expr)))
@@ -71,6 +84,15 @@ def _items(body: str, expr: str) -> list[Any]:
         else:
             raise UnsupportedError(f"JSONPath {expr!r}: unsupported selector {item!r}")
     return items
+
+
+def _every(value: Any) -> list[Any]:
+    """`*`: every value of an object, every element of an array."""
+    if isinstance(value, dict):
+        return list(value.values())
+    if isinstance(value, list):
+        return list(value)
+    raise FilterError("wildcard applied to a value that is neither an object nor an array")
 
 
 def _key(value: Any, key: str) -> Any:

@@ -24,6 +24,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -92,13 +93,11 @@ def run_transform_job(
     try:
         desc["TransformStartTime"] = now()
         try:
-            source = prepare_model(model, ctx, request.get("Environment", {}))
-            # Loaded here even when worker processes will serve: a broken model fails the job at once.
-            loaded = source.load()
             objects = _input_objects(ctx, plan.source)
+            source = prepare_model(model, ctx, request.get("Environment", {}))
         except (StoreError, ModelError) as exc:
             return _end(desc, "Failed", f"ClientError: {exc}")
-        size = sum(ctx.store.path_for(uri).stat().st_size for uri, _ in objects)
+        size = sum(_size(ctx, uri) for uri, _ in objects)
         processes = plan.processes(size)
         where = f"{processes} worker processes" if processes else "threads"
         log.engine(
@@ -106,13 +105,20 @@ def run_transform_job(
             f"{plan.split}, up to {plan.concurrency} request(s) in flight on {where}"
         )
         failures: list[str] = []
-        with _Dispatcher(plan, loaded, source, processes, log, ctx.grace_seconds) as dispatch:
+        started = time.perf_counter()
+        with _Dispatcher(plan, source, processes, log, ctx.grace_seconds) as dispatch:
+            try:
+                dispatch.start()
+            except (StoreError, ModelError, WorkerDied) as exc:
+                return _end(desc, "Failed", f"ClientError: {exc}")
+            log.engine(f"model ready in {time.perf_counter() - started:.2f} s")
             for uri, rel in objects:
                 out_uri = join_uri(plan.output_path, rel + ".out")
                 try:
                     count = _transform_object(ctx, plan, dispatch, uri, out_uri)
                     log.engine(f"{uri} -> {out_uri}: {count} record(s)")
-                except (ModelError, FilterError, StoreError, UnicodeDecodeError, ValueError) as exc:
+                except (ModelError, FilterError, StoreError, OSError, ValueError) as exc:
+                    # OSError: a manifest entry with no object; ValueError covers UnicodeDecodeError.
                     failures.append(f"{rel}: {exc}")
                     log.engine(f"{uri} failed: {exc}")
                 except WorkerDied as exc:
@@ -126,6 +132,14 @@ def run_transform_job(
         return _end(desc, "Stopped")
     finally:
         log.close()
+
+
+def _size(ctx: JobContext, uri: str) -> int:
+    """Bytes of an input object (0 when missing: reading it fails that object later, with its name)."""
+    try:
+        return ctx.store.path_for(uri).stat().st_size
+    except OSError:
+        return 0
 
 
 def _end(desc: dict[str, Any], status: str, reason: str | None = None) -> dict[str, Any]:
@@ -164,7 +178,10 @@ class _Plan:
         if self.strategy == "MultiRecord" and self.split == "None":
             self.strategy = "SingleRecord"  # nothing to pack without a split
         payload = int(request.get("MaxPayloadInMB", DEFAULT_PAYLOAD_MB))
-        self.concurrency = max(1, int(request.get("MaxConcurrentTransforms") or 1))
+        given = int(request.get("MaxConcurrentTransforms") or 0)
+        # Unset (or 0): SageMaker asks the container's /execution-parameters, and the local model server
+        # (deploy/serve) answers one request per CPU, within the 100 MB limit.
+        self.concurrency = given or max(1, min(_cpus(), MAX_PAYLOAD_MB // max(1, payload)))
         self.invalid = None
         if not 0 <= payload <= MAX_PAYLOAD_MB:
             self.invalid = f"MaxPayloadInMB must be between 0 and {MAX_PAYLOAD_MB}, got {payload}"
@@ -187,8 +204,10 @@ class _Plan:
         self.output_filter = parse(processing.get("OutputFilter"))
         self.join = processing.get("JoinSource", "None") == "Input"
         self.per_record = self.join or not self.output_filter.is_identity
-        # Records are needed one by one for filters, joins and SingleRecord; otherwise runs pass as bytes.
-        self.records = self.per_record or not self.input_filter.is_identity or self.strategy == "SingleRecord"
+        # Records are needed one by one for filters, joins and SingleRecord over lines; otherwise runs (or
+        # whole objects) pass as the bytes read.
+        single_lines = self.strategy == "SingleRecord" and self.split == "Line"
+        self.records = self.per_record or not self.input_filter.is_identity or single_lines
         for path in (self.input_filter, self.output_filter):
             if not path.is_identity and _kind(self.content_type) == "other":
                 raise UnsupportedError(
@@ -454,7 +473,7 @@ def worker_main() -> None:
 
 
 class _Worker:
-    """One worker process and whether it has reported its model loaded."""
+    """One worker process, started at once; it loads its model while the others (and this process) work."""
 
     def __init__(self, source: ModelSource, threads: int, log: JobLog) -> None:
         pythonpath = os.pathsep.join(p for p in (str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)
@@ -469,21 +488,22 @@ class _Worker:
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
         self.requests, self.replies = self.proc.stdin, self.proc.stdout
-        self.ready = False
         self.pump = threading.Thread(target=self._pump, args=(self.proc.stderr, log), daemon=True)
         self.pump.start()
-        _send(self.requests, source)
+        with contextlib.suppress(BrokenPipeError):  # died at once: wait_ready() reports it
+            _send(self.requests, source)
 
     @staticmethod
     def _pump(stream: IO[bytes], log: JobLog) -> None:
         for raw in stream:
             log.output(raw.decode("utf-8", errors="replace"))
 
+    def wait_ready(self) -> None:
+        """Until its model is loaded; raises what model loading raised there, or WorkerDied."""
+        self._result(_receive(self.replies))
+
     def call(self, handler: _Handler, batch: Batch) -> bytes:
         try:
-            if not self.ready:
-                self._result(_receive(self.replies))
-                self.ready = True
             _send(self.requests, (handler, batch))
         except (BrokenPipeError, ValueError) as exc:  # ValueError: the pipe was closed by stop()
             raise WorkerDied(f"worker process {self.proc.pid} is gone") from exc
@@ -491,8 +511,8 @@ class _Worker:
 
     def _result(self, reply: Any) -> Any:
         if reply is None:
-            code = self.proc.poll()
-            raise WorkerDied(f"worker process {self.proc.pid} exited (code {code}) during a request")
+            code = self.proc.wait()
+            raise WorkerDied(f"worker process {self.proc.pid} exited with code {code}")
         ok, value = reply
         if not ok:
             raise value
@@ -516,24 +536,38 @@ class _Worker:
 class _Dispatcher:
     """Where batches run: threads over the model loaded here, or worker processes with a copy each."""
 
-    def __init__(
-        self, plan: _Plan, loaded: LoadedModel, source: ModelSource, processes: int, log: JobLog, grace: float
-    ) -> None:
+    def __init__(self, plan: _Plan, source: ModelSource, processes: int, log: JobLog, grace: float) -> None:
         self._handler = _Handler.of(plan)
-        self._loaded = loaded
+        self._source = source
+        self._loaded: LoadedModel | None = None
         self._grace = grace
         threads = max(1, _cpus() // max(1, processes))
-        # Started together: they load their models in parallel.
-        self._workers = [_Worker(source, threads, log) for _ in range(processes)]
+        # Started together: they import and load their models in parallel.
+        self._workers: list[_Worker] = []
+        try:
+            for _ in range(processes):
+                self._workers.append(_Worker(source, threads, log))
+        except BaseException:
+            for worker in self._workers:
+                worker.stop(now=True, grace=grace)
+            raise
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         for worker in self._workers:
             self._idle.put(worker)
         # One thread per request in flight; with workers each thread only waits on a pipe (no GIL held).
         self._threads = ThreadPoolExecutor(processes or plan.concurrency, thread_name_prefix="transform")
 
+    def start(self) -> None:
+        """Load the model here, or wait until every worker has loaded its own (a broken model fails here)."""
+        if not self._workers:
+            self._loaded = self._source.load()
+        for worker in self._workers:
+            worker.wait_ready()
+
     def submit(self, batch: Batch) -> Future[bytes]:
         if self._workers:
             return self._threads.submit(self._remote, batch)
+        assert self._loaded is not None, "start() first"
         return self._threads.submit(self._handler.run, self._loaded, batch)
 
     def _remote(self, batch: Batch) -> bytes:

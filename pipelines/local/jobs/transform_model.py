@@ -139,9 +139,14 @@ def _import_user_module(path: Path, model_dir: Path) -> LoadedModel:
             module = importlib.util.module_from_spec(spec)
             # Registered under its unique name: dataclasses and pickle look classes up through sys.modules.
             sys.modules[spec.name] = module
-            spec.loader.exec_module(module)
-            # model_fn runs here too: a helper it imports lazily is still on sys.path.
-            model = ScriptModel(module, model_dir)
+            try:
+                spec.loader.exec_module(module)
+                # model_fn runs here too: a helper it imports lazily is still on sys.path.
+                model = ScriptModel(module, model_dir)
+            except (UnsupportedError, ModelError):
+                raise
+            except Exception as exc:  # the user's code failed: the job fails, naming why
+                raise ModelError(f"loading the model failed: {type(exc).__name__}: {exc}") from exc
         finally:
             sys.path.remove(folder)
             for name in set(sys.modules) - before:
@@ -168,7 +173,12 @@ class ModelSource:
     def load(self) -> LoadedModel:
         """Import the hooks and run model_fn (or load the booster) in this process."""
         if self.kind == "xgboost":
-            return XGBoostAlgorithmModel(self.model_dir)
+            try:
+                return XGBoostAlgorithmModel(self.model_dir)
+            except StoreError:
+                raise
+            except (ValueError, OSError) as exc:  # XGBoostError is a ValueError
+                raise ModelError(f"loading the model failed: {exc}") from exc
         assert self.script is not None
         return _import_user_module(self.script, self.model_dir)
 

@@ -1,0 +1,1 @@
+"""Benchmarks for `make bench` (`python -m bench`): ratios measured in one run, in bench/results.md."""
