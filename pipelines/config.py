@@ -208,6 +208,23 @@ class DeployConfig(_Section):
         return value
 
 
+class BatchConfig(_Section):
+    """Optional batch scoring in the pipeline: a TransformStep with the newly deployed model."""
+
+    enabled: bool = False
+    input_uri: str | None = None  # S3 prefix of raw CSV records (no header); required when enabled
+    strategy: Literal["MultiRecord", "SingleRecord"] = "MultiRecord"
+    max_payload_mb: int = Field(6, ge=1, le=100)
+    input_filter: str | None = None
+    output_filter: str | None = None
+
+    @model_validator(mode="after")
+    def _input(self) -> BatchConfig:
+        if self.enabled and not (self.input_uri or "").startswith("s3://"):
+            raise ValueError("batch.input_uri (an s3:// prefix of raw CSV records) is required when enabled")
+        return self
+
+
 class ProcessingConfig(_Section):
     instance_type: str = "ml.m5.xlarge"
     instance_count: int = Field(1, ge=1, le=1)
@@ -268,6 +285,7 @@ class PipelineConfig(BaseModel):
     evaluation: EvaluationConfig = EvaluationConfig()
     registry: RegistryConfig = RegistryConfig()
     deploy: DeployConfig = DeployConfig()
+    batch: BatchConfig = BatchConfig()
     security: SecurityConfig = SecurityConfig()
     cache: CacheConfigSettings = CacheConfigSettings()
     retry: RetryConfig = RetryConfig()

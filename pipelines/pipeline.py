@@ -13,7 +13,7 @@ from typing import Any
 import steps as steps_package
 from pipelines.config import PipelineConfig
 from pipelines.sdk import SourceBundle, make_session, prepare_environment, quiet_sdk
-from steps import deploy, evaluate, fail, preprocess, register, train, tune
+from steps import deploy, evaluate, fail, preprocess, register, train, transform, tune
 from steps.context import BuildContext, pack_sources
 from steps.parameters import NO_CHAMPION_KEY, build_parameters
 
@@ -52,6 +52,17 @@ def deploy_gate(ctx: BuildContext, register_step: Any, model_uri: Any) -> Any:
     from sagemaker.core.workflow.conditions import ConditionEquals
     from sagemaker.mlops.workflow.condition_step import ConditionStep
 
+    deploy_steps = deploy.build(ctx, model_uri)
+    if ctx.config.batch.enabled:
+        # Batch scoring uses the model the deployment creates, so it runs only when that model exists.
+        batch = ctx.config.batch
+        settings = transform.TransformSettings(
+            strategy=batch.strategy,
+            max_payload_mb=batch.max_payload_mb,
+            input_filter=batch.input_filter,
+            output_filter=batch.output_filter,
+        )
+        deploy_steps.append(transform.build(ctx, deploy_steps[0], ctx.params["BatchInputUri"], settings))
     return ConditionStep(
         name=DEPLOY_GATE_STEP,
         depends_on=[register_step],
@@ -59,7 +70,7 @@ def deploy_gate(ctx: BuildContext, register_step: Any, model_uri: Any) -> Any:
             ConditionEquals(left=ctx.params["DeployModel"], right=True),
             ConditionEquals(left=ctx.params["ModelApprovalStatus"], right="Approved"),
         ],
-        if_steps=deploy.build(ctx, model_uri),
+        if_steps=deploy_steps,
         else_steps=[],
     )
 

@@ -26,7 +26,10 @@ def build_parameters(config: PipelineConfig) -> dict[str, Any]:
         ParameterString,
     )
 
-    return {
+    optional: dict[str, Any] = {}
+    if config.batch.enabled:
+        optional["BatchInputUri"] = ParameterString("BatchInputUri", default_value=config.batch.input_uri)
+    return optional | {
         "InputDataUri": ParameterString("InputDataUri", default_value=config.input_uri),
         "ProcessingInstanceType": ParameterString(
             "ProcessingInstanceType", default_value=config.processing.instance_type

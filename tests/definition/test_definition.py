@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from pipelines.config import ConfigError
 from tests.definition.conftest import all_steps, compile_with
 
 JOB_STEPS = ("Preprocess", "Train", "Tune", "Evaluate")
@@ -413,3 +414,23 @@ def test_building_opens_no_network_connection(monkeypatch: pytest.MonkeyPatch) -
     compiled = compile_with("deploy.endpoint_name=guarded")
     assert json.loads(compiled.definition)["Steps"]
     assert attempts == []
+
+
+def test_optional_batch_transform_scores_with_the_deployed_model() -> None:
+    with pytest.raises(ConfigError, match=r"batch\.input_uri"):
+        compile_with("batch.enabled=true")
+    compiled = compile_with(
+        "batch.enabled=true", "batch.input_uri=s3://pdm-mlops-local/scoring/", "batch.strategy=SingleRecord"
+    )
+    definition = json.loads(compiled.definition)
+    steps = all_steps(definition)
+    deploy = [s["Name"] for s in steps["DeployGate"]["Arguments"]["IfSteps"]]
+    assert deploy == ["CreateModel", "EndpointConfig", "Endpoint", "BatchTransform"]
+    args = steps["BatchTransform"]["Arguments"]
+    assert args["ModelName"] == {"Get": "Steps.CreateModel.ModelName"}
+    assert args["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"] == {
+        "Get": "Parameters.BatchInputUri"
+    }
+    assert args["BatchStrategy"] == "SingleRecord"
+    params = {p["Name"]: p["DefaultValue"] for p in definition["Parameters"]}
+    assert params["BatchInputUri"] == "s3://pdm-mlops-local/scoring/"

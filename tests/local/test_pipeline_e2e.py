@@ -69,9 +69,13 @@ def test_run_registers_deploys_then_reruns_from_cache_and_gates(
                          "CreateModel", "EndpointConfig", "Endpoint"}  # fmt: skip
     assert not any(s.get("CacheHitResult") for s in cold.values())
 
-    # 2. Unchanged re-run: jobs come from the cache; evaluation re-runs (the champion is now version 1),
-    #    version 2 is registered and the endpoint is updated in place (same model: no restart).
-    assert run.main(["--root", str(root), *SMALL]) == 0
+    # 2. Re-run with batch scoring added: jobs come from the cache; evaluation re-runs (the champion is now
+    #    version 1), version 2 is registered, the endpoint is updated in place (same model: no restart) and
+    #    the optional BatchTransform step scores a prefix of raw records with the new model.
+    records = "\n".join([record] * 25) + "\n"
+    LocalSageMaker(root=root).store.put_bytes("s3://pdm-mlops-local/scoring/batch.csv", records.encode())
+    batch = ["--param", "batch.enabled=true", "--param", "batch.input_uri=s3://pdm-mlops-local/scoring/"]
+    assert run.main(["--root", str(root), *SMALL, *batch]) == 0
     out = capsys.readouterr().out
     assert "Champion: s3://" in out and "(version 2, Approved)" in out
     executions = client.list_pipeline_executions(PipelineName="pdm-mlops")["PipelineExecutionSummaries"]
@@ -88,7 +92,18 @@ def test_run_registers_deploys_then_reruns_from_cache_and_gates(
     assert re.search(r"Endpoint URL: (http://127\.0\.0\.1:\d+)", out).group(1) == url
     assert invoke(url, record) == pytest.approx(score)
     endpoint = client.describe_endpoint(EndpointName="e2e-test")
-    assert endpoint["EndpointConfigName"].endswith(executions[0]["PipelineExecutionArn"].rsplit("/", 1)[-1])
+    execution_id = executions[0]["PipelineExecutionArn"].rsplit("/", 1)[-1]
+    assert endpoint["EndpointConfigName"].endswith(execution_id)
+    assert warm["BatchTransform"]["StepStatus"] == "Succeeded"
+    scored = (
+        client.store.get_bytes(
+            f"s3://pdm-mlops-local/pdm-mlops/executions/{execution_id}/batch/batch.csv.out"
+        )
+        .decode()
+        .splitlines()
+    )
+    assert len(scored) == 25 and all(line.startswith(record + ",") for line in scored)
+    assert float(scored[0].rsplit(",", 1)[1]) == pytest.approx(score)
 
     # 3. A threshold the model cannot meet: the gate fails the execution with the numbers in the message.
     assert run.main(["--root", str(root), *SMALL, "--param", "GateThreshold=0.9999"]) == 1
