@@ -288,6 +288,7 @@ class RecordEncoder:
     """Encodes raw records (in `raw_columns` order, or mappings) without pandas: the serving hot path."""
 
     def __init__(self, spec: FeatureSpec) -> None:
+        self.spec = spec  # large CSV bodies are encoded by `spec.transform` (inference._bulk_features)
         self.columns: list[str] = spec.raw_columns
         self.width = len(spec.feature_names)
         self._n_numeric = len(spec.numeric)

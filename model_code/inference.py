@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,15 +14,17 @@ import numpy as np
 import xgboost as xgb
 
 if __package__:
-    from .features import FeatureError, FeatureSpec, RecordEncoder
+    from .features import FeatureError, FeatureSpec, RecordEncoder, label_str
 else:
-    from features import FeatureError, FeatureSpec, RecordEncoder
+    from features import FeatureError, FeatureSpec, RecordEncoder, label_str
 
 MODEL_FILE = "xgboost-model.json"
 SPEC_FILE = "feature_spec.json"
 CSV = "text/csv"
 JSON = "application/json"
 DEFAULT_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
+BULK_LINES = 32  # CSV bodies with this many lines are encoded by pandas' C reader (see _bulk_features)
+_ODD_CHARS = "\x00\x0b\x0c\x1c\x1d\x1e"  # NUL, and ASCII line breaks str.splitlines knows but pandas not
 
 
 class InputError(ValueError):
@@ -92,8 +94,37 @@ def input_fn(body: bytes | str, content_type: str | None) -> Records:
     return _parse_csv(text) if media == CSV else _parse_json(text)
 
 
+class CsvRows(Sequence[list[str]]):
+    """Rows of a large unquoted ASCII CSV body, split only when asked: predict_fn encodes the raw text."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._rows: list[list[str]] | None = None
+
+    def _split(self) -> list[list[str]]:
+        if self._rows is None:
+            self._rows = [line.split(",") for line in self.text.splitlines() if line.strip()]
+        return self._rows
+
+    def __len__(self) -> int:
+        return len(self._split())
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def]
+        return self._split()[index]
+
+    def __iter__(self) -> Iterator[list[str]]:
+        return iter(self._split())
+
+
 def _parse_csv(text: str) -> Records:
     text = text.strip("\r\n")
+    if (
+        text.count("\n") >= BULK_LINES - 1
+        and text.isascii()
+        and '"' not in text
+        and not any(c in text for c in _ODD_CHARS)
+    ):
+        return Records(rows=CsvRows(text))  # not empty: input_fn saw a non-blank character
     if '"' in text:
         rows = [row for row in csv.reader(io.StringIO(text)) if row]
     else:  # the common case: split by hand, several times faster than csv.reader for one record
@@ -125,10 +156,59 @@ def _parse_json(text: str) -> Records:
     raise InputError("JSON records must be all objects or all lists (raw column order), not a mix")
 
 
+def _bulk_features(text: str, spec: FeatureSpec) -> np.ndarray | None:
+    """Encode a large CSV body with pandas' C reader and `spec.transform`; None when it cannot be sure.
+
+    Only bodies this path reads exactly as the per-record path does are accepted (checked here, or by an
+    exception), so anything unusual (bad values, wrong field counts, odd headers) goes the per-record way
+    and gets its precise error message.
+    """
+    import pandas as pd  # only here: single-record requests never import or build pandas objects
+
+    if any(label_str(c) != c for cats in spec.categorical.values() for c in cats):
+        return None  # a non-canonical category: the record path's exact-match lookup could differ
+    end = text.find("\n")
+    first = text[:end].split(",")
+    if not "".join(first).strip():
+        return None
+    names = [field.strip() for field in first]
+    header = any(name in spec.raw_columns for name in names)
+    if header:
+        if len(set(names)) != len(names) or not set(spec.raw_columns) <= set(names):
+            return None
+    elif len(names) != len(spec.raw_columns):
+        return None  # pandas would make the extra leading fields of the first record an index
+    else:
+        names = spec.raw_columns
+    dtype = {**{c: "float64" for c in spec.numeric}, **{c: str for c in spec.categorical}}
+    frame = pd.read_csv(
+        io.StringIO(text),
+        header=None,
+        names=names,
+        skiprows=1 if header else 0,
+        usecols=spec.raw_columns,
+        dtype=dtype,
+        keep_default_na=False,
+        na_values=[""],
+        engine="c",
+    )
+    # Every record has exactly len(names) fields iff the body has that many commas (pandas pads short rows).
+    if not len(frame) or text.count(",") != (len(names) - 1) * (len(frame) + header):
+        return None
+    return spec.transform(frame)
+
+
 def _features(data: Records, encoder: RecordEncoder) -> np.ndarray:
     if data.objects:
         return encoder.encode_mappings(data.objects)
     rows = data.rows
+    if isinstance(rows, CsvRows):
+        try:
+            x = _bulk_features(rows.text, encoder.spec)
+        except Exception:  # any doubt: the per-record path decides, with its precise message
+            x = None
+        if x is not None:
+            return x
     first = [str(v).strip() for v in rows[0]]
     if any(name in encoder.columns for name in first):  # a header row names the columns
         if len(rows) == 1:

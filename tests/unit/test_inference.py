@@ -216,3 +216,64 @@ def test_model_fn_needs_the_json_model_and_a_matching_spec(
     with pytest.raises(ValueError, match=r"model has 8 features but feature_spec\.json defines 1"):
         model_fn(tmp_path)
     assert inference.model_fn(model_dir).encoder.width == 8
+
+
+def slow_serve(s: Served, text: str, accept: str = CSV) -> tuple[str, str]:
+    """The per-record path: the same body parsed as small bodies are (no pandas)."""
+    records = inference.Records(rows=list(inference.CsvRows(text.strip("\r\n"))))
+    return output_fn(predict_fn(records, s.model), accept)
+
+
+@pytest.mark.parametrize("header", [False, True])
+def test_large_csv_bodies_match_the_per_record_path(
+    served: Callable[[str], Served], monkeypatch: pytest.MonkeyPatch, header: bool
+) -> None:
+    from model_code.data import generate
+
+    s = served("binary")
+    frame = generate(3000, 5)
+    frame.loc[7, "torque_nm"] = np.nan  # a blank field: missing, both ways
+    frame.loc[9, "type"] = np.nan
+    columns = ["type", "machine_failure", *reversed(s.spec.numeric)] if header else s.spec.raw_columns
+    text = frame[columns].to_csv(header=header, index=False)
+    data = input_fn(text.encode(), CSV)
+    assert isinstance(data.rows, inference.CsvRows)
+    calls = []
+    bulk = inference._bulk_features
+    monkeypatch.setattr(inference, "_bulk_features", lambda *a: calls.append(1) or bulk(*a))
+    fast = predict_fn(data, s.model)
+    assert calls and calls[0] == 1
+    slow = predict_fn(inference.Records(rows=list(data.rows)), s.model)
+    assert fast.values.dtype == slow.values.dtype
+    assert fast.values.tobytes() == slow.values.tobytes()  # bit for bit
+    x = inference._bulk_features(data.rows.text, s.spec)
+    assert x is not None  # the bulk path really served it
+    for accept in (CSV, JSON):
+        assert output_fn(fast, accept) == slow_serve(s, text, accept)
+
+
+LARGE_BAD = [
+    (5, "300.1,310.2,fast,40.5,120,L", "column 'rotational_speed_rpm': non-numeric value 'fast' in record 6"),
+    (40, "300.1,310.2,1500,40.5,120,Q", "column 'type': unknown category 'Q' in record 41"),
+    (12, "300.1,310.2,1500,40.5,120", "record 13 has 5 fields, expected 6"),
+    (33, "300.1,310.2,1500,40.5,120,L,9", "record 34 has 7 fields, expected 6"),
+    (0, "300.1,310.2,1500,40.5,120,L,9", "record 1 has 7 fields, expected 6"),
+    (20, "300.1,310.2,inf,40.5,120,L", "non-numeric value 'inf' in record 21"),
+    (20, "300.1,NA,1500,40.5,120,L", "column 'process_temperature_k': non-numeric value 'NA' in record 21"),
+]
+
+
+@pytest.mark.parametrize(("at", "line", "message"), LARGE_BAD, ids=[c[2] for c in LARGE_BAD])
+def test_bad_record_in_a_large_body_gives_the_per_record_message(
+    served: Callable[[str], Served], at: int, line: str, message: str
+) -> None:
+    s = served("binary")
+    lines = [GOOD] * 100
+    lines[at] = line
+    text = "\n".join(lines) + "\n"
+    with pytest.raises(InputError) as fast:
+        s.serve(text)
+    with pytest.raises(InputError) as slow:
+        slow_serve(s, text)
+    assert str(fast.value) == str(slow.value)
+    assert message in str(fast.value)
