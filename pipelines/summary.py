@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -103,8 +106,19 @@ def sample_record(config: PipelineConfig) -> str:
     return ",".join(values)
 
 
+def _python_command() -> str:
+    """The interpreter to paste: `.venv/bin/python` after `make run`, plain `python` in an activated env."""
+    exe = Path(sys.executable)
+    try:
+        relative = exe.relative_to(Path.cwd())
+    except ValueError:
+        return "python"
+    return str(relative) if os.environ.get("VIRTUAL_ENV") != str(exe.parent.parent) else "python"
+
+
 def print_summary(console: Console, summary: RunSummary, config: PipelineConfig, target: Any) -> None:
     target_name = target.name
+    python = _python_command()
     root = getattr(target, "root", None)
     root_flag = f" --root {root}" if root is not None and str(root) != ".mlops" else ""
     ok = summary.status == "Succeeded"
@@ -151,12 +165,13 @@ def print_summary(console: Console, summary: RunSummary, config: PipelineConfig,
                 soft_wrap=True,
             )
             console.print(
-                f"  python -m deploy.endpoint{root_flag} invoke {summary.endpoint_name} --body '{record}'",
+                f"  {python} -m deploy.endpoint{root_flag} invoke {summary.endpoint_name} --body '{record}'",
                 highlight=False,
                 soft_wrap=True,
             )
             console.print(
-                f"Stop it: python -m deploy.endpoint{root_flag} stop {summary.endpoint_name}", highlight=False
+                f"Stop it: {python} -m deploy.endpoint{root_flag} stop {summary.endpoint_name}",
+                highlight=False,
             )
         elif target_name == "sagemaker":
             console.print(
