@@ -212,9 +212,7 @@ def _run(
         from pipelines.pipeline import compile_pipeline
         from pipelines.sdk import publish_uploads
 
-        compiled = compile_pipeline(
-            config, cache_dir=getattr(target, "root", None) and target.root / "compiled"
-        )
+        compiled = compile_pipeline(config, cache_dir=target.compile_cache)
         unknown = sorted(set(exec_params) - set(compiled.parameters))
         if unknown:
             err.print(f"[red]usage error:[/] unknown pipeline parameter(s): {', '.join(unknown)}")
