@@ -30,6 +30,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", help="bind address; overrides the config (default 127.0.0.1)")
     parser.add_argument("--workers", type=int, help="worker processes; overrides the config")
     parser.add_argument("--ready-file", type=Path, help="where to write the ready file; overrides the config")
+    parser.add_argument(
+        "--no-batching", action="store_true", help="run every request alone (no micro-batching)"
+    )
     parser.add_argument("--endpoint-name", default="local-endpoint", help="endpoint name for --model-data")
     return parser.parse_args(argv)
 
@@ -80,6 +83,8 @@ def _override(config: ServeConfig, args: argparse.Namespace) -> ServeConfig:
         changes["workers"] = args.workers
     if args.ready_file is not None:
         changes["ready_file"] = args.ready_file.resolve()
+    if args.no_batching:
+        changes["batching"] = False
     return dataclasses.replace(config, **changes) if changes else config
 
 

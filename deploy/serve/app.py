@@ -17,6 +17,7 @@ from time import perf_counter
 from typing import Any
 
 from deploy.serve import constants as c
+from deploy.serve.batching import MicroBatcher, qualifies
 from deploy.serve.capture import CaptureWriter
 from deploy.serve.config import ServeConfig
 from deploy.serve.errors import ModelFailure, ServeError, for_container, for_runtime, payload_too_large
@@ -57,6 +58,8 @@ class InferenceApp:
         self.metrics = metrics
         self.capture = capture
         self.cache = cache
+        # Concurrent one-record CSV requests share one run of the hooks (see deploy/serve/batching.py).
+        self._batcher = MicroBatcher() if config.batching else None
         self._name = config.endpoint_name
         self._limit = config.max_payload_bytes
         self._default_accept = config.default_accept
@@ -144,7 +147,9 @@ class InferenceApp:
                 if variant is None:
                     raise invalid(f"Variant {name} is not found for endpoint {self._name}.")
             handler = await self._handler(variant, target_model)
-            if len(body) <= INLINE_MAX_BYTES:
+            if self._batcher is not None and qualifies(body, ctype, accept_text):
+                out, out_type, t_parse, t_predict, t_serialise = await self._batcher.submit(handler, body)
+            elif len(body) <= INLINE_MAX_BYTES:
                 out, out_type, t_parse, t_predict, t_serialise = handler.run(body, ctype, accept_text)
             else:
                 loop = asyncio.get_running_loop()

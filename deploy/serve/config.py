@@ -66,6 +66,8 @@ class ServeConfig:
     # Seeds variant routing and capture sampling so tests of weighted routing are deterministic.
     random_seed: int | None = None
     max_payload_bytes: int = c.MAX_PAYLOAD_BYTES
+    # Micro-batching of concurrent one-record CSV requests (deploy/serve/batching.py).
+    batching: bool = True
 
 
 def load_config(path: Path, program: str = c.DEFAULT_PROGRAM, default_accept: str = c.JSON) -> ServeConfig:
@@ -108,6 +110,9 @@ def parse_config(
     seed = raw.get("random_seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise ConfigError(f"random_seed must be an integer, got {seed!r}")
+    batching = raw.get("batching", True)
+    if not isinstance(batching, bool):
+        raise ConfigError(f"batching must be true or false, got {batching!r}")
     return ServeConfig(
         endpoint_name=name,
         variants=variants,
@@ -120,6 +125,7 @@ def parse_config(
         program=program,
         default_accept=default_accept,
         random_seed=seed,
+        batching=batching,
     )
 
 
