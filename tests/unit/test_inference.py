@@ -268,7 +268,7 @@ def test_bad_record_in_a_large_body_gives_the_per_record_message(
     served: Callable[[str], Served], at: int, line: str, message: str
 ) -> None:
     s = served("binary")
-    lines = [GOOD] * 100
+    lines = [GOOD] * (inference.BULK_LINES + 50)  # large enough for the bulk path
     lines[at] = line
     text = "\n".join(lines) + "\n"
     with pytest.raises(InputError) as fast:
