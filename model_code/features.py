@@ -84,7 +84,10 @@ def _numeric_values(series: pd.Series, column: str, what: str = "column") -> np.
 
 def _codes(series: pd.Series, column: str, index: Mapping[str, int], what: str) -> np.ndarray:
     """Position of each value in `index` (-1 for missing); a value not in `index` raises FeatureError."""
-    codes, uniques = pd.factorize(series.astype(object), use_na_sentinel=True)
+    if isinstance(series.dtype, pd.CategoricalDtype):  # read as such by a CSV reader: no str per row
+        codes, uniques = series.cat.codes.to_numpy(), series.cat.categories
+    else:
+        codes, uniques = pd.factorize(series.astype(object), use_na_sentinel=True)
     table = np.empty(len(uniques) + 1, dtype=np.int64)
     table[-1] = -1  # the NaN sentinel -1 indexes the last slot
     unknown: list[int] = []

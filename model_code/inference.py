@@ -15,8 +15,10 @@ import xgboost as xgb
 
 if __package__:
     from .features import FeatureError, FeatureSpec, RecordEncoder, label_str
+    from .formatting import csv_lines, quoted
 else:
     from features import FeatureError, FeatureSpec, RecordEncoder, label_str
+    from formatting import csv_lines, quoted
 
 MODEL_FILE = "xgboost-model.json"
 SPEC_FILE = "feature_spec.json"
@@ -28,6 +30,9 @@ DEFAULT_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 # 100-record bodies), against ~4.5 µs per record on the per-record path; they break even near 300.
 BULK_LINES = 500
 _ODD_CHARS = "\x00\x0b\x0c\x1c\x1d\x1e"  # NUL, and ASCII line breaks str.splitlines knows but pandas not
+# CSV answers with this many numbers are formatted by numpy (formatting.csv_lines: ~0.15 µs a number plus
+# ~130 µs a call), smaller ones by "%.9g" one at a time (~0.33 µs a number): the same text either way.
+BULK_NUMBERS = 1024
 
 
 class InputError(ValueError):
@@ -183,7 +188,8 @@ def _bulk_features(text: str, spec: FeatureSpec) -> np.ndarray | None:
         return None  # pandas would make the extra leading fields of the first record an index
     else:
         names = spec.raw_columns
-    dtype = {**{c: "float64" for c in spec.numeric}, **{c: str for c in spec.categorical}}
+    # Categoricals as pandas categories: the reader keeps one string per distinct value, not per row.
+    dtype = {**{c: "float64" for c in spec.numeric}, **{c: "category" for c in spec.categorical}}
     frame = pd.read_csv(
         io.StringIO(text),
         header=None,
@@ -242,28 +248,41 @@ def _accept(accept: str | None) -> str:
     raise InputError(f"unsupported accept type {accept!r}: use {CSV} or {JSON}")
 
 
-def output_fn(prediction: Prediction, accept: str | None) -> tuple[str, str]:
-    """Serialise: CSV one line per record, or JSON {"predictions": [...]}; returns (body, content type)."""
+def output_fn(prediction: Prediction, accept: str | None) -> tuple[str | bytes, str]:
+    """Serialise: CSV one line per record, or JSON {"predictions": [...]}; returns (body, content type).
+
+    CSV numbers are C's "%.9g" of the float32 prediction: nine significant digits give back every float32
+    exactly, and the text is the same however many records a request has.
+    """
     media = _accept(accept)
-    values = prediction.values
+    values = np.asarray(prediction.values, dtype=np.float32)  # XGBoost's own type; "%.9g" is exact for it
     if prediction.problem_type == "multiclass":
-        probs = values.reshape(len(values), -1).tolist()
-        labels = [prediction.classes[i] for i in np.argmax(values.reshape(len(values), -1), axis=1)]
+        matrix = values.reshape(len(values), -1)
+        winners = np.argmax(matrix, axis=1)
         if media == CSV:
-            lines = [",".join([label, *map(repr, row)]) for label, row in zip(labels, probs, strict=True)]
+            if matrix.size >= BULK_NUMBERS:
+                return csv_lines(matrix, prediction.classes, winners), CSV
+            names = [quoted(c) for c in prediction.classes]
+            lines = [
+                ",".join([names[w], *(f"{p:.9g}" for p in row)])
+                for w, row in zip(winners.tolist(), matrix.tolist(), strict=True)
+            ]
             return "\n".join(lines) + "\n", CSV
+        probs = matrix.tolist()
         records = [
             {
-                "label": label,
+                "label": prediction.classes[w],
                 "score": max(row),
                 "probabilities": dict(zip(prediction.classes, row, strict=True)),
             }
-            for label, row in zip(labels, probs, strict=True)
+            for w, row in zip(winners.tolist(), probs, strict=True)
         ]
     else:
-        scores = values.reshape(-1).tolist()
         if media == CSV:
-            return "\n".join(map(repr, scores)) + "\n", CSV
+            if values.size >= BULK_NUMBERS:
+                return csv_lines(values.reshape(-1)), CSV
+            return "".join(f"{s:.9g}\n" for s in values.reshape(-1).tolist()), CSV
+        scores = values.reshape(-1).tolist()
         if prediction.problem_type == "binary":
             negative, positive = prediction.classes
             records = [{"score": s, "label": positive if s >= 0.5 else negative} for s in scores]

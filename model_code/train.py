@@ -41,7 +41,7 @@ else:
 MODEL_FILE = "xgboost-model.json"
 SPEC_FILE = "feature_spec.json"
 CHECKPOINT_NAME = "xgboost-checkpoint"  # files: xgboost-checkpoint_<0-based iteration>.json
-CODE_FILES = ("inference.py", "features.py")
+CODE_FILES = ("inference.py", "features.py", "formatting.py")
 OBJECTIVES = {"binary": "binary:logistic", "multiclass": "multi:softprob", "regression": "reg:squarederror"}
 DEFAULT_METRIC = {"binary": "auc", "multiclass": "mlogloss", "regression": "rmse"}
 MAXIMIZE = {"auc", "aucpr", "map", "ndcg", "pre"}  # XGBoost eval metrics where larger is better

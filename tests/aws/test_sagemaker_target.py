@@ -64,7 +64,7 @@ def test_upserts_starts_with_overrides_and_publishes_code(
     assert code_key in keys
     body = s3.get_object(Bucket=BUCKET, Key=code_key)["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(body)) as tar:
-        assert {"train.py", "features.py", "inference.py"} <= set(tar.getnames())
+        assert {"train.py", "features.py", "inference.py", "formatting.py"} <= set(tar.getnames())
     assert "pdm-mlops/data/builtin/200-rows-seed-42/data.csv" in keys
 
     # A second run updates the same pipeline instead of failing on "already exists".

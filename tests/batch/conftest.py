@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from model_code.train import CODE_FILES
 from pipelines.local.store import ObjectStore
 from tests.serve.serve_helpers import REPO, build_artefact, make_tar
 
@@ -18,7 +19,7 @@ RECORDS = b"298.1,308.6,1551.0,42.8,0.0,M\n300.2,310.1,1400.0,60.3,210.0,L\n299.
 def artefact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(model dir, model.tar.gz) trained as tests/serve trains it, with model_code's own hooks."""
     root = tmp_path_factory.mktemp("batch-artefact")
-    code = [REPO / "model_code" / "inference.py", REPO / "model_code" / "features.py"]
+    code = [REPO / "model_code" / name for name in CODE_FILES]
     model_dir = build_artefact(root / "model", code, seed=1)
     return model_dir, make_tar(model_dir, root / "model.tar.gz")
 

@@ -269,7 +269,7 @@ def test_script_mode_code_is_content_addressed_and_published(
     with tarfile.open(fileobj=io.BytesIO(default_compiled.uploads[uris["Preprocess"]])) as tar:
         assert tar.getnames() == ["common.py", "features.py", "preprocess.py"]
     with tarfile.open(fileobj=io.BytesIO(default_compiled.uploads[uris["Train"]])) as tar:
-        assert tar.getnames() == ["common.py", "features.py", "inference.py", "train.py"]
+        assert tar.getnames() == ["common.py", "features.py", "formatting.py", "inference.py", "train.py"]
     for name in ("Preprocess", "Evaluate"):
         inputs = {i["InputName"]: i["S3Input"]["S3Uri"] for i in steps[name]["Arguments"]["ProcessingInputs"]}
         for uri in (inputs["entrypoint"], inputs["aux"]):

@@ -95,7 +95,7 @@ def test_objective_and_artefacts_per_problem_type(
     if problem == "multiclass":
         assert config["learner"]["learner_model_param"]["num_class"] == str(len(spec.classes)) == "6"
     json.loads((model_dir / "xgboost-model.json").read_text())  # JSON model format, never pickle
-    for name in ("inference.py", "features.py"):
+    for name in ("inference.py", "features.py", "formatting.py"):
         assert filecmp.cmp(model_dir / "code" / name, MODEL_CODE / name, shallow=False)
     assert re.search(rf"\[final\]#011validation-{SCORE[problem]}:[-+0-9.eE]+", run.train.stdout)
 
