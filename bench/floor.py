@@ -94,29 +94,7 @@ def measure(model_dir: Path, body: bytes, seconds: float, stages_only: bool = Fa
     prediction = mod.predict_fn(parsed, model)
     stages["output_fn (format)"] = _stage_us(lambda: mod.output_fn(prediction, ACCEPT), repeat, tries)
     result["stages_us"] = stages
-    if stages_only and hasattr(model, "spec"):
-        result["vectorised_us"] = _vectorised_us(text, model.spec, tries)
     return result
-
-
-def _vectorised_us(text: str, spec: Any, tries: int) -> float:
-    """Parse + encode of the same body by pandas' C CSV reader and the artefact's own FeatureSpec.transform.
-
-    Not what inference.py does today: the figure shows what a vectorised CSV path in its hooks would cost,
-    so the batch section can say how far such a change would move the ratio.
-    """
-    import io
-
-    import numpy as np
-    import pandas as pd
-
-    dtypes = {c: np.float64 for c in spec.numeric} | {c: object for c in spec.categorical}
-
-    def parse_and_encode() -> Any:
-        frame = pd.read_csv(io.StringIO(text), header=None, names=spec.raw_columns, dtype=dtypes)
-        return spec.transform(frame)
-
-    return _stage_us(parse_and_encode, 1, tries)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -335,7 +335,7 @@ def test_model_code_artefact_end_to_end(tmp_path: Path) -> None:
     )
     code = {
         name: Path("model_code", name).read_text()
-        for name in ("train.py", "common.py", "features.py", "inference.py")
+        for name in ("train.py", "common.py", "features.py", "formatting.py", "inference.py")
     }
     ctx.store.put_bytes("s3://bkt/pdm/code/sourcedir.tar.gz", sourcedir(code))
     hps = {
@@ -504,7 +504,11 @@ def worker_model(ctx: JobContext, broken: bool = False) -> dict[str, Any]:
     ctx.store.put_bytes("s3://bkt/model/model.tar.gz", model_tarball(files))
     return {
         "ModelName": "w",
-        "PrimaryContainer": {"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://bkt/model/model.tar.gz"},
+        "PrimaryContainer": {
+            "Image": SKLEARN_IMAGE,
+            "ModelDataUrl": "s3://bkt/model/model.tar.gz",
+            "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": "2"},  # a worker process per request
+        },
     }
 
 
@@ -593,8 +597,29 @@ def test_unset_concurrency_is_one_request_per_cpu_within_the_limit(monkeypatch: 
     assert plan().concurrency == 4
     assert plan(MaxPayloadInMB=30).concurrency == 3  # 4 x 30 MB would pass the 100 MB limit
     assert plan(MaxConcurrentTransforms=1).concurrency == 1
-    assert plan(MaxConcurrentTransforms=2).processes(transform.PROCESS_MIN_BYTES) == 2
-    assert plan(MaxConcurrentTransforms=2).processes(transform.PROCESS_MIN_BYTES - 1) == 0  # small: threads
+
+
+def test_worker_processes_only_when_the_model_asks_for_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads over one model by default; SAGEMAKER_MODEL_SERVER_WORKERS > 1 starts worker processes."""
+    monkeypatch.setattr(transform, "_cpus", lambda: 4)
+    big = transform.PROCESS_MIN_BYTES
+    assert plan(MaxConcurrentTransforms=2).processes(big, workers=0) == 0  # unset: threads
+    assert plan(MaxConcurrentTransforms=2).processes(big, workers=1) == 0
+    assert plan(MaxConcurrentTransforms=2).processes(big, workers=4) == 2  # one per request in flight
+    assert plan(MaxConcurrentTransforms=4).processes(big, workers=3) == 3
+    assert plan(MaxConcurrentTransforms=2).processes(big - 1, workers=4) == 0  # small: threads
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_a_bad_worker_count_fails_the_job(tmp_path: Path, value: str) -> None:
+    ctx = make_ctx(tmp_path)
+    model = worker_model(ctx)
+    model["PrimaryContainer"]["Environment"]["SAGEMAKER_MODEL_SERVER_WORKERS"] = value
+    ctx.store.put_bytes("s3://bkt/in/a.csv", b"1,1\n")
+    desc = run_transform_job(transform_request("badworkers"), ctx, model)
+    assert desc["TransformJobStatus"] == "Failed"
+    assert "SAGEMAKER_MODEL_SERVER_WORKERS must be a positive integer" in desc["FailureReason"]
+    assert ctx.store.list("s3://bkt/out/badworkers/") == []
 
 
 def test_jsonpath_wildcards() -> None:

@@ -3,10 +3,13 @@
 Why it is shaped this way: an object is read in runs of whole lines of at most MaxPayloadInMB (MultiRecord
 sends such a run as one request, as SageMaker does), and a run goes to the model as the bytes read, with no
 per-record Python work unless a filter, a join or SingleRecord needs the records. Up to
-MaxConcurrentTransforms requests are in flight: on threads over the model loaded here for small inputs, or
-on worker processes, one model copy each (like the serving container's workers), for large ones, where the
-hooks' Python parsing would otherwise hold one core. Results are written in input order, atomically per
-object, and memory stays bounded by the in-flight window however large the input is.
+MaxConcurrentTransforms requests are in flight, on threads over one model loaded here (the default: the
+artefact's hooks parse with pandas' C reader, predict in XGBoost and format with numpy, all of which run
+without the GIL, so threads use every core without starting any process), or, when the model sets
+SAGEMAKER_MODEL_SERVER_WORKERS > 1 as a serving container would, on that many worker processes with a model
+copy each (for hooks whose pure-Python work would hold the GIL). XGBoost's threads are split between the
+requests in flight instead of each request taking every core. Results are written in input order,
+atomically per object, and memory stays bounded by the in-flight window however large the input is.
 """
 
 from __future__ import annotations
@@ -48,8 +51,8 @@ MB = 1024 * 1024
 # CreateTransformJob limits: MaxPayloadInMB <= 100 and MaxConcurrentTransforms x MaxPayloadInMB <= 100.
 MAX_PAYLOAD_MB = 100
 DEFAULT_PAYLOAD_MB = 6
-# Worker processes take about a second to start (interpreter, numpy, xgboost, model_fn): below this much
-# input the threads here finish first. Module-level so tests can force either path.
+# Worker processes take a second or two to start (interpreter, xgboost, model_fn): below this much input
+# the threads here finish first even when the model asks for workers. Module-level so tests can lower it.
 PROCESS_MIN_BYTES = 8 * MB
 # Byte pairs that betray a blank or whitespace-only line, or a CR, inside a run of lines; runs without any
 # (nearly all) go to the model untouched, the others are normalised record by record first.
@@ -98,7 +101,7 @@ def run_transform_job(
         except (StoreError, ModelError) as exc:
             return _end(desc, "Failed", f"ClientError: {exc}")
         size = sum(_size(ctx, uri) for uri, _ in objects)
-        processes = plan.processes(size)
+        processes = plan.processes(size, source.workers)
         where = f"{processes} worker processes" if processes else "threads"
         log.engine(
             f"transform job {name}: {len(objects)} object(s), {size} bytes, {plan.strategy}, split "
@@ -214,9 +217,10 @@ class _Plan:
                     f"DataProcessing filters need CSV or JSON content, not {self.content_type!r}"
                 )
 
-    def processes(self, input_bytes: int) -> int:
-        """Worker processes for an input of this size: 0 (threads here) when one core or a small input."""
-        count = min(self.concurrency, _cpus())
+    def processes(self, input_bytes: int, workers: int) -> int:
+        """Worker processes: the model's SAGEMAKER_MODEL_SERVER_WORKERS (at most one per request in
+        flight); 0, threads here, when it is unset or 1, or the input is too small to repay their start."""
+        count = min(self.concurrency, workers)
         return count if count > 1 and input_bytes >= PROCESS_MIN_BYTES else 0
 
 
@@ -556,6 +560,10 @@ class _Dispatcher:
             self._idle.put(worker)
         # One thread per request in flight; with workers each thread only waits on a pipe (no GIL held).
         self._threads = ThreadPoolExecutor(processes or plan.concurrency, thread_name_prefix="transform")
+        # Threads here share the cores: each request's XGBoost gets its share of them, by the requests
+        # running when it starts (a request alone, like the last one of an object, gets every core).
+        self._active = 0
+        self._active_lock = threading.Lock()
 
     def start(self) -> None:
         """Load the model here, or wait until every worker has loaded its own (a broken model fails here)."""
@@ -568,7 +576,22 @@ class _Dispatcher:
         if self._workers:
             return self._threads.submit(self._remote, batch)
         assert self._loaded is not None, "start() first"
-        return self._threads.submit(self._handler.run, self._loaded, batch)
+        return self._threads.submit(self._local, self._loaded, batch)
+
+    def _local(self, model: LoadedModel, batch: Batch) -> bytes:
+        with self._active_lock:
+            self._active += 1
+            share = max(1, _cpus() // self._active)
+        try:
+            xgboost = sys.modules.get("xgboost")  # imported by the model's hooks, if they use it
+            if xgboost is None:
+                return self._handler.run(model, batch)
+            # XGBoost's global configuration is per thread: this request's predictions use `share` threads.
+            with xgboost.config_context(nthread=share):
+                return self._handler.run(model, batch)
+        finally:
+            with self._active_lock:
+                self._active -= 1
 
     def _remote(self, batch: Batch) -> bytes:
         worker = self._idle.get()

@@ -21,6 +21,8 @@ from pipelines.local.jobs.context import JobContext
 from pipelines.local.jobs.images import resolve_image
 from pipelines.local.jobs.transfer import fetch_and_extract
 
+# The serving containers' worker-process count (sagemaker-inference-toolkit, deploy/serve).
+WORKERS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS"
 # sys.path and sys.modules are process-wide: user modules are imported one at a time.
 _IMPORT_LOCK = threading.Lock()
 
@@ -169,6 +171,7 @@ class ModelSource:
     kind: str
     model_dir: Path
     script: Path | None = None
+    workers: int = 0  # SAGEMAKER_MODEL_SERVER_WORKERS when the model or job sets it, else 0
 
     def load(self) -> LoadedModel:
         """Import the hooks and run model_fn (or load the booster) in this process."""
@@ -188,6 +191,7 @@ def prepare_model(model: Mapping[str, Any], ctx: JobContext, environment: Mappin
 
     Raises:
         UnsupportedError: several containers, an unknown image, a missing inference script.
+        ModelError: an invalid SAGEMAKER_MODEL_SERVER_WORKERS.
         StoreError / NoSuchKey: the model artefact cannot be fetched.
     """
     containers = model.get("Containers") or (
@@ -204,9 +208,10 @@ def prepare_model(model: Mapping[str, Any], ctx: JobContext, environment: Mappin
     if url:
         fetch_and_extract(ctx.store, url, ctx.job_dir / "_scratch", model_dir)
     env = {**container.get("Environment", {}), **environment}
+    workers = _workers(env.get(WORKERS_ENV))
     program = env.get("SAGEMAKER_PROGRAM")
     if not program and image.framework == "xgboost":
-        return ModelSource("xgboost", model_dir)
+        return ModelSource("xgboost", model_dir, workers=workers)
     submit = env.get("SAGEMAKER_SUBMIT_DIRECTORY", "/opt/ml/model/code")
     if submit.startswith("s3://"):
         code_dir = ctx.job_dir / "code"
@@ -220,7 +225,20 @@ def prepare_model(model: Mapping[str, Any], ctx: JobContext, environment: Mappin
     script = code_dir / (program or "inference.py")
     if not script.is_file():
         raise UnsupportedError(f"inference script {script.name!r} not found in the model's code folder")
-    return ModelSource("script", model_dir, script)
+    return ModelSource("script", model_dir, script, workers)
+
+
+def _workers(value: str | None) -> int:
+    """The model server's worker count asked for (0: not set), as the serving containers read it."""
+    if value is None or not value.strip():
+        return 0
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ModelError(f"{WORKERS_ENV} must be a positive integer, got {value!r}")
+    return count
 
 
 def load_model(model: Mapping[str, Any], ctx: JobContext, environment: Mapping[str, str]) -> LoadedModel:
