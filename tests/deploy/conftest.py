@@ -16,6 +16,7 @@ import pytest
 
 from deploy.clients import Target
 from deploy.endpoint import DeploySettings, load_settings
+from model_code.train import CODE_FILES
 from pipelines.local.client import LocalSageMaker
 from pipelines.local.worker import pid_alive
 from tests.serve.serve_helpers import RECORD, REPO, build_artefact, csv_line, make_tar
@@ -46,7 +47,7 @@ def _score(model_dir: Path) -> float:
 def artefacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Artefact]:
     """Three real XGBoost artefacts laid out as train.py writes them, each scoring RECORD differently."""
     root = tmp_path_factory.mktemp("deploy-artefacts")
-    code = [REPO / "model_code" / "inference.py", REPO / "model_code" / "features.py"]
+    code = [REPO / "model_code" / name for name in CODE_FILES]
     out: dict[str, Artefact] = {}
     for name, seed, rounds in (("v1", 1, 2), ("v2", 2, 6), ("v3", 3, 12)):
         model_dir = build_artefact(root / name, code, seed=seed, rounds=rounds)

@@ -8,13 +8,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from model_code.train import CODE_FILES
 from tests.serve.serve_helpers import ENDPOINT, REPO, WEIGHTS, ServerProcess, build_artefact, make_tar
 
 
 @pytest.fixture(scope="session")
 def code_files() -> list[Path]:
     """The artefact's serving code, copied from model_code/ as train.py copies it into code/."""
-    files = [REPO / "model_code" / "inference.py", REPO / "model_code" / "features.py"]
+    files = [REPO / "model_code" / name for name in CODE_FILES]
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         pytest.fail(f"serving code missing: {', '.join(missing)}")
