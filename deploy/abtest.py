@@ -376,8 +376,9 @@ def create(
 def counts(
     target: Target, endpoint: str, hours: float = 24.0, now: datetime | None = None
 ) -> dict[str, dict[str, float]]:
-    """Invocations and 4XX/5XX errors per variant: the live server's counters (local, since it started)
-    or CloudWatch sums over the last `hours` (AWS)."""
+    """Invocations and 4XX/5XX errors per current variant: the local server's counters (all its workers,
+    since the endpoint was created, across server generations) or CloudWatch sums over the last `hours`
+    (AWS)."""
     if target.is_local:
         import httpx
 
@@ -390,7 +391,12 @@ def counts(
             text = httpx.get(f"{url}/metrics", timeout=10).raise_for_status().text
         except httpx.HTTPError as exc:
             raise OperationFailed(f"cannot read {url}/metrics: {exc}") from None
-        return variant_counts(text)
+        found = variant_counts(text)
+        # /metrics also keeps variants only earlier generations served; report the endpoint's own, as on AWS.
+        described = target.sagemaker.describe_endpoint(EndpointName=endpoint)
+        current = [v["VariantName"] for v in described.get("ProductionVariants", [])]
+        empty = {"invocations": 0.0, "errors_4xx": 0.0, "errors_5xx": 0.0}
+        return {name: found.get(name, dict(empty)) for name in current} if current else found
     cloudwatch = target.aws("cloudwatch")
     described = target.sagemaker.describe_endpoint(EndpointName=endpoint)
     end = (now or datetime.now(UTC)).replace(microsecond=0)

@@ -12,20 +12,22 @@ import secrets
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
 import yaml
-from botocore.exceptions import ClientError, WaiterError
+from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from deploy import autoscaling
 from deploy.autoscaling import AutoscalingSettings
 from deploy.clients import (
+    _TARGET_CODES,
     OperationFailed,
     Target,
+    TargetError,
     UsageError,
     add_target_arguments,
     common_parser,
@@ -34,6 +36,7 @@ from deploy.clients import (
     run_cli,
     target_from_args,
 )
+from pipelines.config import ConfigError, SecurityConfig
 
 # The pipeline's defaults (pipelines/config.py): group, endpoint, bucket/prefix -> capture prefix.
 DEFAULT_GROUP = "pdm-mlops"
@@ -145,6 +148,9 @@ class DeploySettings(_Section):
     autoscaling: AutoscalingSettings = AutoscalingSettings()
     abtest: list[AbVariantSettings] = []
     multi_model: MultiModelSettings = MultiModelSettings()
+    # The pipeline config's `security` section (pipelines/config.py), so that models deployed here get the
+    # same VPC, network isolation and KMS keys as the ones the pipeline deploys; `--config` fills it.
+    security: SecurityConfig = SecurityConfig()
 
     @model_validator(mode="after")
     def _capacity(self) -> DeploySettings:
@@ -217,13 +223,44 @@ def resource_name(*parts: str, suffix: str) -> str:
     return f"{base[: 62 - len(suffix)].strip('-')}-{suffix}"
 
 
-def model_request(name: str, package_arn: str, role_arn: str) -> dict[str, Any]:
-    """CreateModel from a registered version: SageMaker takes image, data and environment from it."""
-    return {
+def model_request(
+    name: str, package_arn: str, role_arn: str, security: SecurityConfig | None = None
+) -> dict[str, Any]:
+    """CreateModel from a registered version: SageMaker takes image, data and environment from it.
+
+    The VPC and network isolation come from the pipeline config's security section, as for the pipeline's
+    jobs and deploy.batch's transform models: a model deployed by hand must not bypass the network rules.
+    """
+    request: dict[str, Any] = {
         "ModelName": name,
         "PrimaryContainer": {"ModelPackageName": package_arn},
         "ExecutionRoleArn": role_arn,
     }
+    return request | network_settings(security)
+
+
+def network_settings(security: SecurityConfig | None) -> dict[str, Any]:
+    """CreateModel's VpcConfig (subnets + security groups) and EnableNetworkIsolation, when configured.
+
+    Raises:
+        UsageError: subnets without security groups or the reverse (SageMaker needs both for a VPC).
+    """
+    if security is None:
+        return {}
+    if bool(security.subnets) != bool(security.security_group_ids):
+        raise UsageError(
+            "security.subnets and security.security_group_ids must be set together "
+            f"(got {len(security.subnets)} subnet(s), {len(security.security_group_ids)} security group(s))"
+        )
+    out: dict[str, Any] = {}
+    if security.subnets:
+        out["VpcConfig"] = {
+            "Subnets": list(security.subnets),
+            "SecurityGroupIds": list(security.security_group_ids),
+        }
+    if security.enable_network_isolation:
+        out["EnableNetworkIsolation"] = True
+    return out
 
 
 def production_variant(
@@ -241,7 +278,9 @@ def production_variant(
     return variant
 
 
-def capture_config(settings: EndpointSettings) -> dict[str, Any]:
+def capture_config(settings: EndpointSettings, security: SecurityConfig | None = None) -> dict[str, Any]:
+    """DataCaptureConfig; captured data is encrypted with endpoint.kms_key_id, else security.kms_key_id
+    (the key the pipeline's deploy step uses for capture)."""
     capture = settings.data_capture
     config: dict[str, Any] = {
         "EnableCapture": True,
@@ -251,25 +290,31 @@ def capture_config(settings: EndpointSettings) -> dict[str, Any]:
         # Listed types are stored as text; anything else base64 (SageMaker's rule).
         "CaptureContentTypeHeader": CAPTURE_CONTENT_TYPES,
     }
-    if settings.kms_key_id:
-        config["KmsKeyId"] = settings.kms_key_id
+    key = settings.kms_key_id or (security.kms_key_id if security is not None else None)
+    if key:
+        config["KmsKeyId"] = key
     return config
 
 
 def endpoint_config_request(
-    name: str, variants: Sequence[dict[str, Any]], settings: EndpointSettings
+    name: str,
+    variants: Sequence[dict[str, Any]],
+    settings: EndpointSettings,
+    security: SecurityConfig | None = None,
 ) -> dict[str, Any]:
     """CreateEndpointConfig: variants, volume KMS key and data capture.
 
-    Serverless endpoints get neither: they have no ML storage volume to encrypt and data capture is among
-    SageMaker's Serverless Inference feature exclusions.
+    The volume key is endpoint.kms_key_id, else security.volume_kms_key_id (what the pipeline's deploy step
+    uses). Serverless endpoints get neither: they have no ML storage volume to encrypt and data capture is
+    among SageMaker's Serverless Inference feature exclusions.
     """
     request: dict[str, Any] = {"EndpointConfigName": name, "ProductionVariants": list(variants)}
     if settings.serverless is None:
-        if settings.kms_key_id:
-            request["KmsKeyId"] = settings.kms_key_id
+        key = settings.kms_key_id or (security.volume_kms_key_id if security is not None else None)
+        if key:
+            request["KmsKeyId"] = key
         if settings.data_capture.enabled:
-            request["DataCaptureConfig"] = capture_config(settings)
+            request["DataCaptureConfig"] = capture_config(settings, security)
     return request
 
 
@@ -370,17 +415,106 @@ def deploy(
     if settings.endpoint.serverless is not None and len(variants) > 1:
         raise UsageError("a serverless endpoint has one production variant (SageMaker's serverless limits)")
     role = settings.role(target)
+    network_settings(settings.security)  # a half-configured VPC fails before anything is created
     suffix = unique_suffix()
     production = []
-    for spec in variants:
-        model_name = resource_name(endpoint, spec.name, f"v{version_of(spec.package_arn)}", suffix=suffix)
-        target.sagemaker.create_model(**model_request(model_name, spec.package_arn, role))
-        production.append(production_variant(spec.name, model_name, spec.weight, settings.endpoint))
-    config_name = resource_name(endpoint, suffix=suffix)
-    target.sagemaker.create_endpoint_config(
-        **endpoint_config_request(config_name, production, settings.endpoint)
+    created = Created()
+    try:
+        for spec in variants:
+            model_name = resource_name(endpoint, spec.name, f"v{version_of(spec.package_arn)}", suffix=suffix)
+            target.sagemaker.create_model(
+                **model_request(model_name, spec.package_arn, role, settings.security)
+            )
+            created.models.append(model_name)
+            production.append(production_variant(spec.name, model_name, spec.weight, settings.endpoint))
+        config_name = resource_name(endpoint, suffix=suffix)
+        target.sagemaker.create_endpoint_config(
+            **endpoint_config_request(config_name, production, settings.endpoint, settings.security)
+        )
+        created.config = config_name
+        return apply_config(target, endpoint, config_name, settings, wait, out, created)
+    except (ClientError, BotoCoreError, OperationFailed, UsageError, TargetError) as exc:
+        raise failed_deploy(target, endpoint, created, exc) from None
+
+
+@dataclass
+class Created:
+    """What one deploy run created, so that a failure removes exactly that and never what served before."""
+
+    models: list[str] = field(default_factory=list)
+    config: str | None = None
+    endpoint: bool = False  # this run called CreateEndpoint (the endpoint did not exist before)
+
+
+# Endpoint states in which nothing is being switched to or from a config any more.
+_SETTLED = ("InService", "Failed", "OutOfService")
+
+
+def failed_deploy(target: Target, endpoint: str, created: Created, error: Exception) -> Exception:
+    """Remove what the failed run created once nothing uses it; the error to raise says what happened.
+
+    The endpoint is described first: its resources are deleted only when it does not exist, or has settled
+    on another config (a failed or rolled-back update keeps serving the old one), or is an endpoint this run
+    created that ended Failed (then it goes too: it never served). While the endpoint is still creating or
+    updating (a wait that timed out) or serves the new config, everything is left in place and named.
+    """
+    message = _error_text(error)
+    names = [f"model {m}" for m in created.models] + (
+        [f"endpoint config {created.config}"] if created.config else []
     )
-    return apply_config(target, endpoint, config_name, settings, wait, out)
+    if names:
+        message += "; " + _clean_up(target, endpoint, created, names)
+    if isinstance(error, UsageError | TargetError):
+        return type(error)(message)  # keeps its exit code
+    code = error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else None
+    if code in _TARGET_CODES:
+        return TargetError(message)
+    return OperationFailed(message)
+
+
+def _clean_up(target: Target, endpoint: str, created: Created, names: list[str]) -> str:
+    client = target.sagemaker
+    left = ", ".join(names)
+    try:
+        described = find_endpoint(client, endpoint)
+    except (ClientError, BotoCoreError) as exc:
+        return f"left {left} (cannot tell whether endpoint {endpoint} uses them: {_error_text(exc)})"
+    removed: list[str] = []
+    if described is not None:
+        status, current = described["EndpointStatus"], described.get("EndpointConfigName")
+        if current == created.config and created.endpoint and status == "Failed":
+            try:
+                client.delete_endpoint(EndpointName=endpoint)
+            except (ClientError, BotoCoreError) as exc:
+                return f"left {left} and the failed endpoint {endpoint} ({_error_text(exc)})"
+            removed.append(f"the failed endpoint {endpoint}")
+        elif current == created.config or status not in _SETTLED:
+            return f"left {left} (endpoint {endpoint} is {status} on {current}, they may be in use)"
+    calls: list[tuple[str, Any, dict[str, str]]] = []
+    if created.config:
+        calls.append((f"endpoint config {created.config}", client.delete_endpoint_config,
+                      {"EndpointConfigName": created.config}))  # fmt: skip
+    calls += [(f"model {m}", client.delete_model, {"ModelName": m}) for m in created.models]
+    failures: list[str] = []
+    for what, call, request in calls:
+        try:
+            call(**request)
+            removed.append(what)
+        except (ClientError, BotoCoreError) as exc:
+            if isinstance(exc, ClientError) and is_not_found(exc):
+                continue
+            failures.append(f"{what} ({_error_text(exc)})")
+    text = "removed what this deploy created: " + (", ".join(removed) or "nothing")
+    return text + (f"; could not remove {', '.join(failures)}" if failures else "")
+
+
+def _error_text(error: Exception) -> str:
+    """One line: `Operation: Code: message` for AWS errors, the message otherwise."""
+    if isinstance(error, ClientError):
+        detail = error.response.get("Error", {})
+        message = " ".join(str(detail.get("Message", error)).split())
+        return f"{error.operation_name}: {detail.get('Code', 'Error')}: {message}"
+    return " ".join(str(error).split())
 
 
 def apply_config(
@@ -390,8 +524,12 @@ def apply_config(
     settings: DeploySettings,
     wait: bool = True,
     out: TextIO = sys.stdout,
+    created: Created | None = None,
 ) -> dict[str, Any]:
-    """Point the endpoint at a config: create it, or update it (canary + alarm rollback on AWS)."""
+    """Point the endpoint at a config: create it, or update it (canary + alarm rollback on AWS).
+
+    `created` records that this call created the endpoint (what `failed_deploy` may remove).
+    """
     client = target.sagemaker
     config = client.describe_endpoint_config(EndpointConfigName=config_name)
     variants = [v["VariantName"] for v in config["ProductionVariants"]]
@@ -399,6 +537,8 @@ def apply_config(
     existing = find_endpoint(client, endpoint)
     scaling = target.aws("application-autoscaling")
     if existing is None:
+        if created is not None:
+            created.endpoint = True
         client.create_endpoint(EndpointName=endpoint, EndpointConfigName=config_name)
         print(f"creating endpoint {endpoint} with {config_name}", file=out)
     else:
@@ -482,29 +622,41 @@ def replace_models(
     client = target.sagemaker
     current = client.describe_endpoint(EndpointName=endpoint)
     config = client.describe_endpoint_config(EndpointConfigName=current["EndpointConfigName"])
+    network_settings(settings.security)
     suffix = unique_suffix()
     variants = []
-    for variant in config["ProductionVariants"]:
-        copy = {k: v for k, v in variant.items() if k in _input_members("ProductionVariant")}
-        if (package_arn := replacements.get(variant["VariantName"])) is not None:
-            old_model = client.describe_model(ModelName=variant["ModelName"])
-            role = old_model.get("ExecutionRoleArn") or settings.role(target)
-            name = resource_name(
-                endpoint, variant["VariantName"], f"v{version_of(package_arn)}", suffix=suffix
-            )
-            client.create_model(**model_request(name, package_arn, role))
-            copy["ModelName"] = name
-        variants.append(copy)
-    request = {
-        k: v
-        for k, v in config.items()
-        if k in _input_members("CreateEndpointConfigInput") and k not in ("EndpointConfigName", "Tags")
-    }
-    request.update(
-        {"EndpointConfigName": resource_name(endpoint, suffix=suffix), "ProductionVariants": variants}
-    )
-    client.create_endpoint_config(**request)
-    return apply_config(target, endpoint, request["EndpointConfigName"], settings, wait, out)
+    created = Created()
+    try:
+        for variant in config["ProductionVariants"]:
+            copy = {k: v for k, v in variant.items() if k in _input_members("ProductionVariant")}
+            if (package_arn := replacements.get(variant["VariantName"])) is not None:
+                old_model = client.describe_model(ModelName=variant["ModelName"])
+                role = old_model.get("ExecutionRoleArn") or settings.role(target)
+                name = resource_name(
+                    endpoint, variant["VariantName"], f"v{version_of(package_arn)}", suffix=suffix
+                )
+                model = model_request(name, package_arn, role, settings.security)
+                # Without a configured VPC, the replaced model's network settings are kept like the rest.
+                for key in ("VpcConfig", "EnableNetworkIsolation"):
+                    if key not in model and old_model.get(key):
+                        model[key] = old_model[key]
+                client.create_model(**model)
+                created.models.append(name)
+                copy["ModelName"] = name
+            variants.append(copy)
+        request = {
+            k: v
+            for k, v in config.items()
+            if k in _input_members("CreateEndpointConfigInput") and k not in ("EndpointConfigName", "Tags")
+        }
+        request.update(
+            {"EndpointConfigName": resource_name(endpoint, suffix=suffix), "ProductionVariants": variants}
+        )
+        client.create_endpoint_config(**request)
+        created.config = request["EndpointConfigName"]
+        return apply_config(target, endpoint, request["EndpointConfigName"], settings, wait, out, created)
+    except (ClientError, BotoCoreError, OperationFailed, UsageError, TargetError) as exc:
+        raise failed_deploy(target, endpoint, created, exc) from None
 
 
 def deployed_packages(target: Target, endpoint: str, group: str) -> dict[str, str | None]:
@@ -583,25 +735,34 @@ def create_multi_model(
         image = "local/multi-model"
     if settings.endpoint.serverless is not None:
         raise UsageError("serverless endpoints cannot be multi-model (SageMaker's serverless limits)")
+    role = settings.role(target)
+    network = network_settings(settings.security)
     suffix = unique_suffix()
     model_name = resource_name(endpoint, "multi", suffix=suffix)
-    target.sagemaker.create_model(
-        ModelName=model_name,
-        PrimaryContainer={
-            "Image": image,
-            "Mode": "MultiModel",
-            "ModelDataUrl": prefix,
-            "MultiModelConfig": {"ModelCacheSetting": "Enabled"},
-            "Environment": {**SERVING_ENV, MULTI_MODEL_CACHE_ENV: str(settings.multi_model.cache_size)},
-        },
-        ExecutionRoleArn=settings.role(target),
-    )
-    config_name = resource_name(endpoint, suffix=suffix)
-    variant = production_variant(SINGLE_VARIANT, model_name, 1.0, settings.endpoint)
-    target.sagemaker.create_endpoint_config(
-        **endpoint_config_request(config_name, [variant], settings.endpoint)
-    )
-    return apply_config(target, endpoint, config_name, settings, wait, out)
+    created = Created()
+    try:
+        target.sagemaker.create_model(
+            ModelName=model_name,
+            PrimaryContainer={
+                "Image": image,
+                "Mode": "MultiModel",
+                "ModelDataUrl": prefix,
+                "MultiModelConfig": {"ModelCacheSetting": "Enabled"},
+                "Environment": {**SERVING_ENV, MULTI_MODEL_CACHE_ENV: str(settings.multi_model.cache_size)},
+            },
+            ExecutionRoleArn=role,
+            **network,
+        )
+        created.models.append(model_name)
+        config_name = resource_name(endpoint, suffix=suffix)
+        variant = production_variant(SINGLE_VARIANT, model_name, 1.0, settings.endpoint)
+        target.sagemaker.create_endpoint_config(
+            **endpoint_config_request(config_name, [variant], settings.endpoint, settings.security)
+        )
+        created.config = config_name
+        return apply_config(target, endpoint, config_name, settings, wait, out, created)
+    except (ClientError, BotoCoreError, OperationFailed, UsageError, TargetError) as exc:
+        raise failed_deploy(target, endpoint, created, exc) from None
 
 
 # --- CLI ---------------------------------------------------------------------------------------------
@@ -644,10 +805,50 @@ def describe(client: Any, name: str, out: TextIO) -> int:
     return 0
 
 
-def stop(client: Any, name: str, out: TextIO) -> int:
-    client.delete_endpoint(EndpointName=name)
+def stop(client: Any, name: str, out: TextIO, cloudwatch: Any = None) -> int:
+    """DeleteEndpoint, then (AWS) DeleteAlarms of the rollback alarms deploy created for it.
+
+    The alarms go even when the endpoint is already gone (a stop that failed half-way is re-run); the
+    missing endpoint is still reported as the error it is.
+    """
+    missing: ClientError | None = None
+    try:
+        client.delete_endpoint(EndpointName=name)
+    except ClientError as exc:
+        if cloudwatch is None or not is_not_found(exc):
+            raise
+        missing = exc
+    if cloudwatch is not None:
+        alarms = rollback_alarms(cloudwatch, name)
+        for start in range(0, len(alarms), 100):  # DeleteAlarms takes up to 100 names
+            cloudwatch.delete_alarms(AlarmNames=alarms[start : start + 100])
+        if alarms:
+            print(f"deleted alarms {', '.join(alarms)}", file=out)
+    if missing is not None:
+        raise missing
     print(f"deleted endpoint {name}", file=out)
     return 0
+
+
+def rollback_alarms(cloudwatch: Any, endpoint: str) -> list[str]:
+    """The alarms `deploy` created for this endpoint (alarm_requests): their names on their own dimensions.
+
+    Matching the name alone is not enough: endpoint `ep`'s prefix also lists `ep-2`'s alarms, and someone
+    else's alarm may share a name pattern; ours watch AWS/SageMaker for exactly this endpoint and a variant.
+    """
+    found: list[str] = []
+    for page in cloudwatch.get_paginator("describe_alarms").paginate(AlarmNamePrefix=f"{endpoint}-"):
+        for alarm in page.get("MetricAlarms", []):
+            dimensions = {d["Name"]: d["Value"] for d in alarm.get("Dimensions", [])}
+            variant = dimensions.get("VariantName")
+            if (
+                alarm.get("Namespace") == "AWS/SageMaker"
+                and dimensions.get("EndpointName") == endpoint
+                and variant is not None
+                and alarm["AlarmName"] in alarm_names(endpoint, variant)
+            ):
+                found.append(alarm["AlarmName"])
+    return found
 
 
 def stop_all(target: Target, out: TextIO) -> int:
@@ -696,7 +897,19 @@ def settings_from_args(args: argparse.Namespace) -> DeploySettings:
     if flag("serverless_memory") or flag("serverless_concurrency"):
         overrides["endpoint.serverless.memory_size_mb"] = flag("serverless_memory") or 2048
         overrides["endpoint.serverless.max_concurrency"] = flag("serverless_concurrency") or 5
+    if hasattr(args, "config") and (pipeline := args.config or os.environ.get("PDM_CONFIG")):
+        overrides["security"] = pipeline_security(Path(pipeline)).model_dump()
     return load_settings(getattr(args, "settings", None), overrides)
+
+
+def pipeline_security(path: Path) -> SecurityConfig:
+    """The `security` section of a pipeline config (validated there: subnets need security groups)."""
+    from pipelines.config import load_config
+
+    try:
+        return load_config(path).security
+    except ConfigError as exc:
+        raise UsageError(f"pipeline config {path}: {exc}") from None
 
 
 def add_endpoint_options(parser: argparse.ArgumentParser) -> None:
@@ -711,6 +924,12 @@ def add_endpoint_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--capture-percent", type=int, help="data capture sampling percentage")
     parser.add_argument("--capture-uri", help="data capture destination (s3://...)")
     parser.add_argument("--no-capture", action="store_true", help="no data capture")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="pipeline config whose `security` section (VPC subnets and security groups, network isolation, "
+        "KMS keys) the models and endpoint config get (default $PDM_CONFIG)",
+    )
     parser.add_argument("--no-wait", action="store_true", help="return once the change is submitted")
 
 
@@ -798,7 +1017,7 @@ def _run(args: argparse.Namespace, target: Target, out: TextIO) -> int:
             return stop_all(target, out)
         if not args.name:
             raise UsageError("stop needs an endpoint name (or --all for every local endpoint)")
-        return stop(client, args.name, out)
+        return stop(client, args.name, out, target.aws("cloudwatch"))
     if args.command == "invoke":
         body, variant, _ = invoke(
             target,

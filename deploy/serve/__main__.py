@@ -81,6 +81,11 @@ def _override(config: ServeConfig, args: argparse.Namespace) -> ServeConfig:
         if args.workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {args.workers}")
         changes["workers"] = args.workers
+    elif workers := os.environ.get(c.ENV_WORKERS):
+        # The inference toolkit's variable (a model's container Environment on the local engine).
+        if not workers.isdigit() or int(workers) < 1:
+            raise ConfigError(f"{c.ENV_WORKERS} must be a whole number >= 1, got {workers!r}")
+        changes["workers"] = int(workers)
     if args.ready_file is not None:
         changes["ready_file"] = args.ready_file.resolve()
     if args.no_batching:

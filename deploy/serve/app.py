@@ -163,12 +163,7 @@ class InferenceApp:
             return await self._send_error(send, exc)
         except ModelFailure as failure:
             if variant is not None:
-                stats = self.metrics.variants[variant.name]
-                stats.invocations += 1
-                if failure.status >= 500:
-                    stats.errors_5xx += 1
-                else:
-                    stats.errors_4xx += 1
+                self.metrics.variants[variant.name].failed(failure.status)
             error = for_container(failure) if endpoint is None else for_runtime(failure, self._name)
             return await self._send_error(send, error)
         except Exception as exc:  # a bug of ours must not kill the connection without an answer
@@ -183,9 +178,7 @@ class InferenceApp:
         if attributes is not None:
             headers.append((c.R_CUSTOM_ATTRIBUTES, attributes))
         await _send(send, 200, out, headers)
-        stats = self.metrics.variants[variant.name]
-        stats.invocations += 1
-        stats.observe(t_parse, t_predict, t_serialise, perf_counter() - start)
+        self.metrics.variants[variant.name].succeeded(t_parse, t_predict, t_serialise, perf_counter() - start)
         if self.capture is not None:
             self.capture.submit(
                 variant.name,
@@ -243,11 +236,12 @@ class InferenceApp:
         await _send(send, error.status, error.body(), headers)
 
     def close(self) -> None:
-        """Flush data capture and remove this process's temporary model folders."""
+        """Flush data capture, remove this process's temporary model folders, unmap the metrics file."""
         if self.capture is not None:
             self.capture.close()
         if self.cache is not None:
             self.cache.close()
+        self.metrics.close()
 
 
 async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -276,7 +270,7 @@ def _unknown_operation(method: str, path: str) -> ServeError:
 def build_app(config: ServeConfig) -> InferenceApp:
     """Load the models and set up metrics, capture and routing once, before the server listens."""
     rng = random.Random(config.random_seed)
-    metrics = Metrics(config.endpoint_name, [v.name for v in config.variants])
+    metrics = Metrics(config.endpoint_name, [v.name for v in config.variants], config.metrics_dir)
     variants = load_variants(config, rng)
     cache = MultiModelCache(config.multi_model, config.program, metrics) if config.multi_model else None
     capture = CaptureWriter(config.data_capture, config.endpoint_name, rng) if config.data_capture else None

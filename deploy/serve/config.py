@@ -68,6 +68,9 @@ class ServeConfig:
     max_payload_bytes: int = c.MAX_PAYLOAD_BYTES
     # Micro-batching of concurrent one-record CSV requests (deploy/serve/batching.py).
     batching: bool = True
+    # Where every worker keeps its counters (deploy/serve/metrics.py), so /metrics sums all workers; the
+    # local engine passes one folder per endpoint, kept across server generations so counts carry over.
+    metrics_dir: Path | None = None
 
 
 def load_config(path: Path, program: str = c.DEFAULT_PROGRAM, default_accept: str = c.JSON) -> ServeConfig:
@@ -113,6 +116,7 @@ def parse_config(
     batching = raw.get("batching", True)
     if not isinstance(batching, bool):
         raise ConfigError(f"batching must be true or false, got {batching!r}")
+    metrics_dir = raw.get("metrics_dir")
     return ServeConfig(
         endpoint_name=name,
         variants=variants,
@@ -126,6 +130,7 @@ def parse_config(
         default_accept=default_accept,
         random_seed=seed,
         batching=batching,
+        metrics_dir=_abs_path(metrics_dir, "metrics_dir") if metrics_dir else None,
     )
 
 

@@ -36,6 +36,7 @@ MAX_ENDPOINT_NAME_CHARS = 63
 # Environment variables read once at the entry point (sagemaker-inference-toolkit parameters.py).
 ENV_PROGRAM = "SAGEMAKER_PROGRAM"
 ENV_DEFAULT_ACCEPT = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
+ENV_WORKERS = "SAGEMAKER_MODEL_SERVER_WORKERS"
 DEFAULT_PROGRAM = "inference.py"
 ENV_OMP_THREADS = "OMP_NUM_THREADS"
 

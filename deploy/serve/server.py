@@ -2,19 +2,22 @@
 
 One worker serves in this process. More workers are spawned processes sharing one listening socket (as
 uvicorn and gunicorn do); each loads the models itself, and this process writes the ready file once every
-worker is listening, restarts a worker that dies, and forwards SIGTERM.
+worker is listening, restarts a worker that dies, and forwards SIGTERM. Workers keep their counters in one
+shared metrics folder, so /metrics answers for all of them whichever one serves the scrape.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import datetime as dt
 import json
 import logging
 import multiprocessing
 import os
 import queue
+import shutil
 import signal
 import socket
 import tempfile
@@ -106,7 +109,15 @@ def serve(config: ServeConfig) -> int:
 
     if config.workers == 1:
         return run_worker(config, sock, announce)
-    return _supervise(config, sock, announce)
+    if config.metrics_dir is not None:
+        return _supervise(config, sock, announce)
+    # Workers need a shared metrics folder for /metrics to count them all; without one from the config, a
+    # private one for this server's lifetime.
+    scratch = Path(tempfile.mkdtemp(prefix="pdm-serve-metrics-"))
+    try:
+        return _supervise(dataclasses.replace(config, metrics_dir=scratch), sock, announce)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def run_worker(config: ServeConfig, sock: socket.socket, on_started: Callable[[], None]) -> int:

@@ -179,9 +179,18 @@ class HostingBackend(BackendBase):
             self.store,
             multi_root,
             cache_size,
+            self._metrics_dir(name),
         )
         server = start_server(self.options.serve_command, body, directory, generation, env)
         return server, summaries
+
+    def _metrics_dir(self, name: str) -> Path:
+        """The endpoint's counters, shared by all its server generations (and their workers).
+
+        It lives as long as the endpoint: the invocation counts of A/B variants then survive a promote or an
+        update that starts a new server process, as CloudWatch's do on SageMaker.
+        """
+        return self.root / "endpoints" / name / "metrics"
 
     def _serving_fingerprint(
         self, config: Resource, weights: dict[str, float] | None, counts: dict[str, int] | None
@@ -232,6 +241,8 @@ class HostingBackend(BackendBase):
         }
         if not self.records.insert_resource(ENDPOINT, name, body["EndpointArn"], body, status="Creating"):
             raise ValidationError(f'Cannot create already existing endpoint "{body["EndpointArn"]}".')
+        # A new endpoint counts from zero, even where one of the same name was deleted before.
+        shutil.rmtree(self._metrics_dir(name), ignore_errors=True)
         try:
             server, variants = self._start_generation(name, config, 1)
         except ServerError as exc:
@@ -368,6 +379,7 @@ class HostingBackend(BackendBase):
         if pid := endpoint.extra.get("pid"):
             stop_server(int(pid))
         self.records.delete_resource(ENDPOINT, endpoint.name)
+        shutil.rmtree(self._metrics_dir(endpoint.name), ignore_errors=True)
         return {}
 
     def local_endpoint(self, name: str) -> dict[str, Any]:

@@ -75,10 +75,13 @@ def server_config(
     store: ObjectStore,
     multi_model_root: Path | None = None,
     multi_model_cache_size: int | None = None,
+    metrics_dir: Path | None = None,
 ) -> dict[str, Any]:
     """endpoint.json (contracts sec. 11) from the variants' local model dirs and the DataCaptureConfig.
 
-    `multi_model_cache_size` (models kept loaded) is left to the server's default when None.
+    `multi_model_cache_size` (models kept loaded) is left to the server's default when None. `metrics_dir`
+    is where the server's workers keep their counters: one folder per endpoint, shared by its generations,
+    so the counts of a stopped generation stay in the totals of the next (deploy/serve/metrics.py).
     """
     capture = None
     if data_capture and data_capture.get("EnableCapture", True):
@@ -104,7 +107,7 @@ def server_config(
         "variants": list(variants),
         "data_capture": capture,
         "multi_model": _multi_model(multi_model_root, multi_model_cache_size),
-    }
+    } | ({"metrics_dir": str(metrics_dir)} if metrics_dir is not None else {})
 
 
 def _multi_model(root: Path | None, cache_size: int | None) -> dict[str, Any] | None:

@@ -311,8 +311,11 @@ def test_an_instance_type_change_releases_autoscaling_and_an_alarm_rollback_is_r
     )
     # An alarm fired during the canary: SageMaker rolled back, the endpoint is InService on the old config.
     expect_wait(sm, "ep-old")
+    # The model and config this deploy created serve nothing: removed (the endpoint has settled on ep-old).
     sm.add_response("describe_endpoint", described_endpoint("ep-old"), {"EndpointName": "ep"})
-    with pytest.raises(OperationFailed, match=r"did not move to ep-sfx.*keeps serving ep-old"):
+    sm.add_response("delete_endpoint_config", {}, {"EndpointConfigName": "ep-sfx"})
+    sm.add_response("delete_model", {}, {"ModelName": "ep-AllTraffic-v3-sfx"})
+    with pytest.raises(OperationFailed, match=r"did not move to ep-sfx.*keeps serving ep-old") as failed:
         ep.deploy(
             target_of(aws),
             "ep",
@@ -320,8 +323,9 @@ def test_an_instance_type_change_releases_autoscaling_and_an_alarm_rollback_is_r
             settings(**{"endpoint.instance_type": "ml.c5.xlarge"}),
             out=io.StringIO(),
         )
-    # Drain the describe that was only needed if the waiter had polled twice.
-    sm.client.describe_endpoint(EndpointName="ep")
+    assert str(failed.value).endswith(
+        "removed what this deploy created: endpoint config ep-sfx, model ep-AllTraffic-v3-sfx"
+    )
 
 
 def test_a_serverless_config_has_no_instances_kms_volume_or_capture(aws: dict[str, Stubber]) -> None:

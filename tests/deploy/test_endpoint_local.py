@@ -173,3 +173,34 @@ def test_stop_all_is_local_only(local: Target) -> None:
     assert endpoint_cli(["stop", "--all"], local, io.StringIO()) == 0
     sagemaker_like = Target("sagemaker", local.sagemaker)
     assert endpoint_cli(["stop", "--all"], sagemaker_like, io.StringIO()) == 2
+
+
+def test_a_failed_local_deploy_removes_what_it_created_and_keeps_what_served(
+    local: Target, artefacts: dict[str, Artefact], capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = local.sagemaker
+    register(client, artefacts["broken"])
+    register(client, artefacts["v1"])
+    deploy = ["deploy", "ep", "--group", GROUP, *DEV]
+    # A new endpoint whose server never becomes healthy: it ends Failed and goes, with its model and config.
+    assert endpoint_cli([*deploy, "--version", "1"], local, io.StringIO()) == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("error: endpoint ep is Failed: ")
+    assert "removed what this deploy created: the failed endpoint ep, endpoint config ep-" in error
+    assert client.list_endpoints()["Endpoints"] == []
+    assert client.list_endpoint_configs()["EndpointConfigs"] == []
+    assert client.list_models()["Models"] == []
+
+    # A good deploy, then an update to the broken version: the old generation keeps serving, the update's
+    # model and config are removed, the serving ones stay.
+    assert endpoint_cli([*deploy, "--version", "2"], local, io.StringIO()) == 0
+    serving_config = client.describe_endpoint(EndpointName="ep")["EndpointConfigName"]
+    serving_models = [m["ModelName"] for m in client.list_models()["Models"]]
+    assert endpoint_cli([*deploy, "--version", "1"], local, io.StringIO()) == 1
+    error = capsys.readouterr().err
+    assert f"keeps serving {serving_config}" in error and "removed what this deploy created" in error
+    assert [c["EndpointConfigName"] for c in client.list_endpoint_configs()["EndpointConfigs"]] == [
+        serving_config
+    ]
+    assert [m["ModelName"] for m in client.list_models()["Models"]] == serving_models
+    assert math.isclose(score(local, "ep")[0], artefacts["v1"].score, rel_tol=1e-6)
