@@ -31,8 +31,8 @@ DEFAULT_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 BULK_LINES = 500
 _ODD_CHARS = "\x00\x0b\x0c\x1c\x1d\x1e"  # NUL, and ASCII line breaks str.splitlines knows but pandas not
 # CSV answers with this many numbers are formatted by numpy (formatting.csv_lines: ~0.15 µs a number plus
-# ~130 µs a call), smaller ones by "%.9g" one at a time (~0.33 µs a number): the same text either way.
-BULK_NUMBERS = 1024
+# ~130 µs a call), smaller ones by one "%.9g" format string (~0.19 µs a number): the same text either way.
+BULK_NUMBERS = 4096
 
 
 class InputError(ValueError):
@@ -263,11 +263,11 @@ def output_fn(prediction: Prediction, accept: str | None) -> tuple[str | bytes, 
             if matrix.size >= BULK_NUMBERS:
                 return csv_lines(matrix, prediction.classes, winners), CSV
             names = [quoted(c) for c in prediction.classes]
-            lines = [
-                ",".join([names[w], *(f"{p:.9g}" for p in row)])
-                for w, row in zip(winners.tolist(), matrix.tolist(), strict=True)
+            fields = [
+                v for w, row in zip(winners.tolist(), matrix.tolist(), strict=True) for v in (names[w], *row)
             ]
-            return "\n".join(lines) + "\n", CSV
+            line = "%s" + ",%.9g" * matrix.shape[1] + "\n"
+            return (line * len(matrix)) % tuple(fields), CSV  # one C call for the whole answer
         probs = matrix.tolist()
         records = [
             {
@@ -281,7 +281,8 @@ def output_fn(prediction: Prediction, accept: str | None) -> tuple[str | bytes, 
         if media == CSV:
             if values.size >= BULK_NUMBERS:
                 return csv_lines(values.reshape(-1)), CSV
-            return "".join(f"{s:.9g}\n" for s in values.reshape(-1).tolist()), CSV
+            scores = values.reshape(-1).tolist()
+            return ("%.9g\n" * len(scores)) % tuple(scores), CSV  # one C call for the whole answer
         scores = values.reshape(-1).tolist()
         if prediction.problem_type == "binary":
             negative, positive = prediction.classes
