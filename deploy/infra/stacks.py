@@ -26,6 +26,8 @@ PRIMARY = (
     "serving",
     "api",
     "streaming",
+    # Queries what streaming lands in the data bucket (imports the storage and keys exports).
+    "analytics",
     "batch",
 )
 # The rest of the secondary region needs the replicated model, so it follows the primary stacks.

@@ -23,6 +23,7 @@ def test_every_concern_has_its_template() -> None:
         "serving",
         "api",
         "streaming",
+        "analytics",
         "batch",
     }
 
