@@ -12,7 +12,9 @@ import yaml
 
 from deploy.cost import build_parser as cost_parser
 from deploy.infra.cli import build_parser as infra_parser
-from tests.infra.cfn_helpers import props
+from deploy.monitor.cli import _parser as monitor_parser
+from deploy.monitor.requests import job_definition_name
+from tests.infra.cfn_helpers import as_list, policy_documents, props, statements, stringify
 
 REPO = Path(__file__).resolve().parents[2]
 BUILDSPEC = REPO / "buildspec.yml"
@@ -62,6 +64,34 @@ def test_buildspec_variables_come_from_the_codebuild_project(
     # Referenced variables are set by the project, defaulted in the buildspec, or optional (${VAR:-}).
     optional = {m for _, c in commands for m in re.findall(r"\$\{(PDM_[A-Z_]+):-", c)}
     assert referenced - provided - defaults - optional == set()
+
+
+def test_a_successful_build_refreshes_the_monitoring_baseline(
+    commands: list[tuple[str, str]], templates: dict[str, Any]
+) -> None:
+    """After the pipeline, the data it trained on is baselined: the job the build role may start, no other."""
+    (script,) = [c for phase, c in commands if phase == "post_build"]
+    assert 'if [ "$CODEBUILD_BUILD_SUCCEEDING" != "1" ]; then exit 0; fi' in script  # not after a failure
+    line = next(x for x in script.splitlines() if "-m deploy.monitor" in x)
+    expanded = line.replace('"${margs[@]}"', "--dataset s3://d/data/ --project pdm --env dev --wait")
+    args = monitor_parser().parse_args(shlex.split(expanded)[3:])  # the real CLI
+    assert (args.target, args.command, args.wait) == ("sagemaker", "baseline", True)
+    assert '--dataset "$PDM_DATA__INPUT_URI"' in script  # the data the pipeline trained on
+    project = props(templates["cicd"], "TrainProject")
+    provided = {v["Name"] for v in project["Environment"]["EnvironmentVariables"]}
+    assert {"INFRA_PROJECT", "INFRA_ENV", "PDM_REGION", "PDM_DATA__INPUT_URI"} <= provided
+    creates = [
+        s
+        for logical_id, document in policy_documents(templates["cicd"])
+        if logical_id == "TrainBuildRole"
+        for s in statements(document)
+        if "sagemaker:CreateProcessingJob" in as_list(s["Action"])
+    ]
+    assert [stringify(r) for s in creates for r in as_list(s["Resource"])] == [
+        "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:processing-job/"
+        "${ProjectName}-${Environment}-baseline-*"
+    ]
+    assert job_definition_name("pdm-dev-baseline", "2026-11-26-abc").startswith("pdm-dev-baseline-")
 
 
 def test_the_docs_show_the_buildspec_commands_verbatim(commands: list[tuple[str, str]]) -> None:

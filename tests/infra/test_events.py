@@ -271,22 +271,33 @@ def test_release_commands_are_the_deploy_clis(templates: dict[str, Any]) -> None
     import shlex
 
     from deploy import endpoint, registry
+    from deploy.monitor import cli as monitor
 
     cicd = templates["cicd"]
     defaults = parameter_defaults(cicd)
     env = {"$PDM_REGION": "eu-west-1", "$PDM_REGISTRY__MODEL_PACKAGE_GROUP": "pdm-dev",
            "$MODEL_PACKAGE_ARN": "arn:aws:sagemaker:eu-west-1:123456789012:model-package/pdm-dev/3",
-           "$PDM_DEPLOY__ENDPOINT_NAME": "pdm-dev"}  # fmt: skip
+           "$PDM_DEPLOY__ENDPOINT_NAME": "pdm-dev", "$INFRA_PROJECT": "pdm", "$INFRA_ENV": "dev",
+           "$MONITOR_ROLE_ARN": "arn:aws:iam::123456789012:role/pdm-dev-exec"}  # fmt: skip
     expected = (
         ("PromoteCommand", registry, "approve"),
         ("DeployCommand", endpoint, "deploy"),
         ("RollbackCommand", endpoint, "deploy"),
+        ("MonitorCommand", monitor, "schedule"),
     )
     for name, module, command in expected:
         argv = [env.get(word, word) for word in shlex.split(defaults[name])]
-        assert argv[:3] == ["python", "-m", module.__name__], name
+        assert argv[:3] == ["python", "-m", module.__name__.removesuffix(".cli")], name
         args = module._parser().parse_args(argv[3:])
         assert args.command == command and args.target == "sagemaker" and args.region == "eu-west-1", name
+    # The schedules the monitor names are the ones the retraining alarms watch; the build passes both parts.
+    variables = props(cicd, "DeployProject")["Environment"]["EnvironmentVariables"]
+    deploy_env = {v["Name"]: v["Value"] for v in variables}
+    assert deploy_env["INFRA_PROJECT"] == {"Ref": "ProjectName"}
+    assert deploy_env["INFRA_ENV"] == {"Ref": "Environment"}
+    assert deploy_env["MONITOR_ROLE_ARN"] == {"Fn::GetAtt": ["SageMakerExecutionRole", "Arn"]}
+    deploy_spec = props(cicd, "DeployProject")["Source"]["BuildSpec"]["Fn::Sub"]
+    assert deploy_spec.index("${DeployCommand}") < deploy_spec.index("${MonitorCommand}")
     rollback = shlex.split(defaults["RollbackCommand"])
     assert "--package" not in rollback and "--version" not in rollback  # deploys the remaining champion
     buildspec = props(cicd, "RollbackProject")["Source"]["BuildSpec"]["Fn::Sub"]

@@ -1,0 +1,1 @@
+"""Model Monitor for the endpoint: data-quality baselines, monitoring schedules, local checks."""
