@@ -26,7 +26,7 @@ from bench.artefact import Artefact, build
 ROWS, SMALL_ROWS = 1_000_000, 100_000
 QUICK_ROWS, QUICK_SMALL_ROWS = 200_000, 20_000  # `python -m bench --quick`: checks the harness only
 SEED = 11
-ATTEMPTS = 3  # runs of the 1M-row job (and 4 of raw predict, 3 times each) alternated; the best counts
+ATTEMPTS = 5  # runs of the 1M-row job (and 6 of raw predict, 3 times each) alternated; the best counts
 TARGET_RATIO = 0.5
 BUCKET = "s3://pdm-bench"
 JOB_TIMEOUT_S = 900

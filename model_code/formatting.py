@@ -18,6 +18,7 @@ import numpy as np
 DIGITS = 9
 _POW10 = 10 ** np.arange(DIGITS - 1, -1, -1, dtype=np.int64)  # 10^8 .. 10^0
 _FIVE = 5 ** np.arange(0, 17, dtype=np.int64)  # 5^k, k = 0..16: M * 5^k < 2^24 * 5^16 < 2^62
+_TEN = 10.0 ** np.arange(0, 17)  # exact in float64
 # Decimal exponents done here: 10^-8 <= |x| < 10^9 (the estimate may move by one, hence the margin).
 _LOW, _HIGH = -8, 8
 # ASCII digit i (row 0..2) of every number 0..999, and its trailing zeros (3 for 0): the 9 digits are
@@ -48,17 +49,31 @@ def _digits(mantissa: np.ndarray, binary_exp: np.ndarray, decimal_exp: np.ndarra
     return q + up
 
 
+def _exact(magnitude: np.ndarray, decimal_exp: np.ndarray) -> np.ndarray:
+    """`_digits` of some magnitudes (float32 values held in float64)."""
+    fraction, binary_exp = np.frexp(magnitude)
+    mantissa = (fraction * (1 << 24)).astype(np.int64)  # exact: a float32 has 24 significant bits
+    return _digits(mantissa, binary_exp.astype(np.int64) - 24, decimal_exp)
+
+
 def _decimal(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(fast, q, e): x = q x 10^(e-8) to 9 digits where `fast`; elsewhere (0, inf, nan, far out) unset."""
+    """(fast, q, e): x = q x 10^(e-8) to 9 digits where `fast`; elsewhere (0, inf, nan, far out) unset.
+
+    q is first the nearest integer of x x 10^k in float64: one rounding (10^k is exact), so off by under
+    1e-7 at these magnitudes. Only where that lands within 1e-6 of a half, which rounding to an integer
+    could get wrong, is q recomputed exactly (`_digits`).
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
         magnitude = np.abs(flat).astype(np.float64)
         decimal_exp = np.floor(np.log10(magnitude))
     fast = np.isfinite(decimal_exp) & (decimal_exp >= _LOW + 1) & (decimal_exp <= _HIGH)
     decimal_exp = np.where(fast, decimal_exp, 0).astype(np.int64)
-    fraction, binary_exp = np.frexp(np.where(fast, magnitude, 1.0))
-    mantissa = (fraction * (1 << 24)).astype(np.int64)  # exact: a float32 has 24 significant bits
-    binary_exp = binary_exp.astype(np.int64) - 24
-    q = _digits(mantissa, binary_exp, decimal_exp)
+    magnitude = np.where(fast, magnitude, 1.0)
+    scaled = magnitude * _TEN[(DIGITS - 1) - decimal_exp]
+    q = np.rint(scaled).astype(np.int64)
+    unsure = np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6
+    if unsure.any():
+        q[unsure] = _exact(magnitude[unsure], decimal_exp[unsure])
     for _ in range(2):  # log10 may be one off near powers of ten, and rounding may carry to 10^9
         low, high = fast & (q < _POW10[0]), fast & (q >= 10 * _POW10[0])
         if not (low.any() or high.any()):
@@ -66,7 +81,7 @@ def _decimal(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         decimal_exp = decimal_exp - low + high
         fast &= (decimal_exp >= _LOW) & (decimal_exp <= _HIGH)  # left the range: "%.9g" does it
         moved = (low | high) & fast
-        q[moved] = _digits(mantissa[moved], binary_exp[moved], decimal_exp[moved])
+        q[moved] = _exact(magnitude[moved], decimal_exp[moved])
     fast &= (q >= _POW10[0]) & (q < 10 * _POW10[0])
     return fast, np.where(fast, q, _POW10[0]), np.where(fast, decimal_exp, 0)
 
