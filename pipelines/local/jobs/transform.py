@@ -574,9 +574,10 @@ class _Dispatcher:
             self._idle.put(worker)
         # One thread per request in flight; with workers each thread only waits on a pipe (no GIL held).
         self._threads = ThreadPoolExecutor(processes or plan.concurrency, thread_name_prefix="transform")
-        # Threads here share the cores: each request's XGBoost gets its share of them, by the requests
-        # running when it starts (a request alone, like the last one of an object, gets every core).
-        self._active = 0
+        # Threads here share the cores: each request's XGBoost gets a share of them in proportion to its
+        # size among the requests running when it starts (a request alone, or next to the short last run of
+        # an object, gets every core; two full ones get half each).
+        self._active_bytes = 0
         self._active_lock = threading.Lock()
 
     def start(self) -> None:
@@ -598,9 +599,10 @@ class _Dispatcher:
         return self._threads.submit(self._local, self._loaded, batch)
 
     def _local(self, model: LoadedModel, batch: Batch) -> bytes:
+        size = max(1, len(batch) if isinstance(batch, bytes) else sum(len(r) for r in batch))
         with self._active_lock:
-            self._active += 1
-            share = max(1, _cpus() // self._active)
+            self._active_bytes += size
+            share = max(1, round(_cpus() * size / self._active_bytes))
         try:
             xgboost = sys.modules.get("xgboost")  # imported by the model's hooks, if they use it
             if xgboost is None:
@@ -610,7 +612,7 @@ class _Dispatcher:
                 return self._handler.run(model, batch)
         finally:
             with self._active_lock:
-                self._active -= 1
+                self._active_bytes -= size
 
     def _remote(self, batch: Batch) -> bytes:
         worker = self._idle.get()
