@@ -12,6 +12,7 @@ import json
 import os
 import re
 import resource
+import statistics
 import subprocess
 import tempfile
 import time
@@ -155,7 +156,15 @@ def measure(rows: int, small_rows: int) -> dict[str, Any]:
             bigs.append(_transform(root, rows, folder, attempt))
             raws.append(_raw(artefact, files[rows]))
         raw = min(raws, key=lambda r: r["seconds"][0])
-        runs = {small_rows: _transform(root, small_rows, folder), rows: min(bigs, key=lambda r: r["job_s"])}
+        # Each job against the better of the raw runs just before and after it: the machine's speed drifts
+        # by more than the margins measured here, so a ratio is only taken within one time window.
+        near = [min(raws[i]["seconds"][0], raws[i + 1]["seconds"][0]) for i in range(len(bigs))]
+        paired = {
+            "steady": sorted(r / (b["job_s"] - b["ready_s"]) for r, b in zip(near, bigs, strict=True)),
+            "whole": sorted(r / b["job_s"] for r, b in zip(near, bigs, strict=True)),
+        }
+        best = min(bigs, key=lambda r: r["job_s"] - r["ready_s"])
+        runs = {small_rows: _transform(root, small_rows, folder), rows: best}
         runs[rows]["peak_worker_mb"] = max(r["worker_mb"] for r in bigs)
         out = store.path_for(f"{BUCKET}/output-{rows}/records.csv.out")
         with open(out, "rb") as handle:
@@ -168,6 +177,7 @@ def measure(rows: int, small_rows: int) -> dict[str, Any]:
             "small_rows": small_rows,
             "raw": raw,
             "runs": runs,
+            "paired": paired,
             "lines": lines,
             "same": same,
             "input_mb": files[rows].stat().st_size / 2**20,
@@ -184,7 +194,9 @@ def render(data: dict[str, Any]) -> str:
     big, small = runs[rows], runs[small_rows]
     rps = rows / big["job_s"]
     steady = rows / (big["job_s"] - big["ready_s"])
-    ratio, whole = steady / raw_rps, rps / raw_rps
+    paired = data["paired"]
+    ratio, whole = statistics.median(paired["steady"]), statistics.median(paired["whole"])
+    spread = f"{paired['steady'][0]:.2f}–{paired['steady'][-1]:.2f}"
     verdict = "met" if ratio >= TARGET_RATIO else f"**missed** by {(TARGET_RATIO - ratio) / TARGET_RATIO:.0%}"
     records = stages["records"]
     per_row = {k: v / records for k, v in stages["stages_us"].items()}
@@ -204,7 +216,9 @@ def render(data: dict[str, Any]) -> str:
         "unset, so the requests run on threads over one model, XGBoost's threads split between them), "
         "against `Booster.inplace_predict` on the same rows already encoded in memory (float32, XGBoost's "
         f"default threads = all CPUs). Job and raw prediction alternate ({ATTEMPTS} jobs, {ATTEMPTS + 1}×3 "
-        "raw predictions); the best of each is shown. The ratio compares like with like: the raw figure "
+        "raw predictions); the rates shown are the best of each, the ratio is the median over the jobs of "
+        "each job against the better raw run beside it (the machine's speed drifts between runs by more "
+        "than the margins here). The ratio compares like with like: the raw figure "
         "excludes importing XGBoost and loading the model, so the transform's rate is counted from the "
         "moment its model is loaded (the one-off start, which a SageMaker job also pays when its container "
         "starts, is shown separately, and the whole-job ratio next to it).",
@@ -214,11 +228,12 @@ def render(data: dict[str, Any]) -> str:
         f"| local batch transform, model loaded | **{steady:,.0f} rows/s** "
         f"({big['job_s'] - big['ready_s']:.2f} s for {rows:,} rows) |",
         f"| raw `inplace_predict` | **{raw_rps:,.0f} rows/s** ({raw_s:.3f} s) |",
-        f"| ratio (target ≥ {TARGET_RATIO}) | **{ratio:.2f}**: {verdict} |",
+        f"| ratio (target ≥ {TARGET_RATIO}), median of {len(paired['steady'])} paired runs | **{ratio:.2f}** "
+        f"(range {spread}): {verdict} |",
         f"| model start (import of the hooks, `import xgboost`, which imports scikit-learn and SciPy, "
         f"model_fn) | {big['ready_s']:.2f} s |",
         f"| whole job, start included | {rps:,.0f} rows/s (job {big['job_s']:.2f} s; whole command "
-        f"{big['wall_s']:.2f} s; {big['cpu_s']:.1f} CPU-s): {whole:.2f}× raw |",
+        f"{big['wall_s']:.2f} s; {big['cpu_s']:.1f} CPU-s): median {whole:.2f}× raw |",
         f"| peak RSS, {rows:,} rows | {big['total_mb']:.0f} MB ({workers}; {big['processes']} process(es)) |",
         f"| peak RSS, {small_rows:,} rows | {small['total_mb']:.0f} MB (memory does not grow with the "
         f"input; {small_rows / small['job_s']:,.0f} rows/s with the start) |",
