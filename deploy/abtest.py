@@ -23,8 +23,7 @@ from deploy.clients import (
     OperationFailed,
     Target,
     UsageError,
-    add_target_arguments,
-    common_parser,
+    cli_parser,
     run_cli,
     target_from_args,
 )
@@ -480,14 +479,7 @@ def _is_number(text: str) -> bool:
 
 # --- CLI ---------------------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m deploy.abtest",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_target_arguments(parser)
-    common = common_parser()
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub, common = cli_parser("python -m deploy.abtest", __doc__)
     create_cmd = sub.add_parser("create", parents=[common], help="an endpoint with weighted variants")
     create_cmd.add_argument("endpoint")
     create_cmd.add_argument(

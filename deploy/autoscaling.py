@@ -15,7 +15,7 @@ from typing import Any, TextIO
 from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from deploy.clients import Target, UsageError, add_target_arguments, common_parser, run_cli, target_from_args
+from deploy.clients import Target, UsageError, cli_parser, run_cli, target_from_args
 
 NAMESPACE = "sagemaker"
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
@@ -151,14 +151,7 @@ def _variants(target: Target, endpoint: str, chosen: list[str] | None) -> list[s
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m deploy.autoscaling",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_target_arguments(parser)
-    common = common_parser()
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub, common = cli_parser("python -m deploy.autoscaling", __doc__)
     apply_cmd = sub.add_parser("apply", parents=[common], help="register the variants and attach the policy")
     remove_cmd = sub.add_parser("remove", parents=[common], help="delete the policy and deregister")
     show_cmd = sub.add_parser("show", parents=[common], help="scalable targets and policies of an endpoint")

@@ -21,7 +21,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TARGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 13
 DEFAULT_REGION = "us-east-1"
 # Error codes that mean "this target cannot be used right now" (credentials, permissions, throttling,
 # outages) rather than "this request is wrong": exit 3 instead of 1.
-_TARGET_CODES = {
+TARGET_CODES = {
     "AccessDenied",
     "AccessDeniedException",
     "UnrecognizedClientException",
@@ -176,6 +176,21 @@ def make_target(name: str, root: Path, region: str | None) -> Target:
     return Target("sagemaker", session.client("sagemaker"), chosen, factory=session.client)
 
 
+def cli_parser(
+    prog: str, description: str | None, settings: bool = True
+) -> tuple[argparse.ArgumentParser, Any, argparse.ArgumentParser]:
+    """The deploy CLIs' main parser: (parser, its required subcommands, the parent every subcommand takes).
+
+    The target options are on both the main parser and each subcommand (see `common_parser`).
+    """
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_target_arguments(parser, settings)
+    sub = parser.add_subparsers(dest="command", required=True)
+    return parser, sub, common_parser(settings)
+
+
 def common_parser(settings: bool = True) -> argparse.ArgumentParser:
     """--target, --root, --region (and --settings, --group) as a parent parser for every subcommand.
 
@@ -222,6 +237,15 @@ def target_from_args(args: argparse.Namespace) -> Target:
     return make_target(args.target, root, args.region)
 
 
+def error_text(error: Exception) -> str:
+    """One line: `Operation: Code: message` for AWS errors, the message otherwise."""
+    if isinstance(error, ClientError):
+        detail = error.response.get("Error", {})
+        message = " ".join(str(detail.get("Message", error)).split())
+        return f"{error.operation_name}: {detail.get('Code', 'Error')}: {message}"
+    return " ".join(str(error).split())
+
+
 def run_cli(work: Callable[[], int], err: TextIO | None = None) -> int:
     """Run a CLI command body; every failure becomes one `error: ...` line and its exit code."""
     err = err or sys.stderr
@@ -240,13 +264,11 @@ def run_cli(work: Callable[[], int], err: TextIO | None = None) -> int:
         print(f"error: {NO_CREDENTIALS}", file=err)
         return EXIT_TARGET
     except ClientError as exc:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", "Error"))
-        message = " ".join(str(error.get("Message", exc)).split())
-        print(f"error: {exc.operation_name}: {code}: {message}", file=err)
-        return EXIT_TARGET if code in _TARGET_CODES else EXIT_FAILED
+        print(f"error: {error_text(exc)}", file=err)
+        code = str(exc.response.get("Error", {}).get("Code", "Error"))
+        return EXIT_TARGET if code in TARGET_CODES else EXIT_FAILED
     except (NoRegionError, BotoCoreError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=err)
+        print(f"error: {error_text(exc)}", file=err)
         return EXIT_TARGET
     except KeyboardInterrupt:
         print("interrupted", file=err)

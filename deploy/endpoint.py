@@ -24,13 +24,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from deploy import autoscaling
 from deploy.autoscaling import AutoscalingSettings
 from deploy.clients import (
-    _TARGET_CODES,
+    TARGET_CODES,
     OperationFailed,
     Target,
     TargetError,
     UsageError,
-    add_target_arguments,
-    common_parser,
+    cli_parser,
+    error_text,
     is_not_found,
     paginate,
     run_cli,
@@ -458,7 +458,7 @@ def failed_deploy(target: Target, endpoint: str, created: Created, error: Except
     created that ended Failed (then it goes too: it never served). While the endpoint is still creating or
     updating (a wait that timed out) or serves the new config, everything is left in place and named.
     """
-    message = _error_text(error)
+    message = error_text(error)
     names = [f"model {m}" for m in created.models] + (
         [f"endpoint config {created.config}"] if created.config else []
     )
@@ -467,7 +467,7 @@ def failed_deploy(target: Target, endpoint: str, created: Created, error: Except
     if isinstance(error, UsageError | TargetError):
         return type(error)(message)  # keeps its exit code
     code = error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else None
-    if code in _TARGET_CODES:
+    if code in TARGET_CODES:
         return TargetError(message)
     return OperationFailed(message)
 
@@ -478,7 +478,7 @@ def _clean_up(target: Target, endpoint: str, created: Created, names: list[str])
     try:
         described = find_endpoint(client, endpoint)
     except (ClientError, BotoCoreError) as exc:
-        return f"left {left} (cannot tell whether endpoint {endpoint} uses them: {_error_text(exc)})"
+        return f"left {left} (cannot tell whether endpoint {endpoint} uses them: {error_text(exc)})"
     removed: list[str] = []
     if described is not None:
         status, current = described["EndpointStatus"], described.get("EndpointConfigName")
@@ -486,7 +486,7 @@ def _clean_up(target: Target, endpoint: str, created: Created, names: list[str])
             try:
                 client.delete_endpoint(EndpointName=endpoint)
             except (ClientError, BotoCoreError) as exc:
-                return f"left {left} and the failed endpoint {endpoint} ({_error_text(exc)})"
+                return f"left {left} and the failed endpoint {endpoint} ({error_text(exc)})"
             removed.append(f"the failed endpoint {endpoint}")
         elif current == created.config or status not in _SETTLED:
             return f"left {left} (endpoint {endpoint} is {status} on {current}, they may be in use)"
@@ -503,18 +503,9 @@ def _clean_up(target: Target, endpoint: str, created: Created, names: list[str])
         except (ClientError, BotoCoreError) as exc:
             if isinstance(exc, ClientError) and is_not_found(exc):
                 continue
-            failures.append(f"{what} ({_error_text(exc)})")
+            failures.append(f"{what} ({error_text(exc)})")
     text = "removed what this deploy created: " + (", ".join(removed) or "nothing")
     return text + (f"; could not remove {', '.join(failures)}" if failures else "")
-
-
-def _error_text(error: Exception) -> str:
-    """One line: `Operation: Code: message` for AWS errors, the message otherwise."""
-    if isinstance(error, ClientError):
-        detail = error.response.get("Error", {})
-        message = " ".join(str(detail.get("Message", error)).split())
-        return f"{error.operation_name}: {detail.get('Code', 'Error')}: {message}"
-    return " ".join(str(error).split())
 
 
 def apply_config(
@@ -934,14 +925,7 @@ def add_endpoint_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m deploy.endpoint",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_target_arguments(parser)
-    common = common_parser()
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub, common = cli_parser("python -m deploy.endpoint", __doc__)
     sub.add_parser("list", parents=[common], help="endpoints with status (and URL when local)")
     sub.add_parser("describe", parents=[common], help="DescribeEndpoint of one endpoint").add_argument("name")
     stop_parser = sub.add_parser(

@@ -18,8 +18,7 @@ from botocore.exceptions import ClientError
 from deploy.clients import (
     Target,
     UsageError,
-    add_target_arguments,
-    common_parser,
+    cli_parser,
     is_not_found,
     paginate,
     run_cli,
@@ -296,14 +295,7 @@ def list_versions(client: Any, group: str, status: str | None, limit: int, out: 
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m deploy.registry",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_target_arguments(parser)
-    common = common_parser()
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub, common = cli_parser("python -m deploy.registry", __doc__)
     listing = sub.add_parser("list", parents=[common], help="versions with status and last approval note")
     listing.add_argument("--status", choices=[APPROVED, REJECTED, PENDING])
     listing.add_argument("--max", type=int, default=20, help="newest N versions (default 20)")

@@ -29,8 +29,7 @@ from deploy.clients import (
     EXIT_OK,
     Target,
     UsageError,
-    add_target_arguments,
-    common_parser,
+    cli_parser,
     run_cli,
     split_s3,
     target_from_args,
@@ -212,14 +211,8 @@ def _options() -> argparse.ArgumentParser:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m deploy.monitor",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_target_arguments(parser, settings=False)
-    parents = [common_parser(settings=False), _options()]
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub, common = cli_parser("python -m deploy.monitor", __doc__, settings=False)
+    parents = [common, _options()]
     base = sub.add_parser("baseline", parents=parents, help="data-quality baseline of the training data")
     base.add_argument("--dataset", help="CSV with a header, or a prefix of them (default: data.input_uri)")
     base.add_argument("--role-arn", help="SageMaker: execution role (default PDM_ROLE_ARN / role_arn)")
