@@ -69,18 +69,13 @@ LAYOUT = hashlib.sha256(json.dumps([BUCKETS, PHASES, REJECT_CODES, _GLOBALS]).en
 
 
 class Histogram:
-    """A fixed-bucket histogram in a slice of the shared array: two stores per observation."""
+    """A fixed-bucket histogram in a slice of the shared array (written by `VariantStats.succeeded`)."""
 
     __slots__ = ("_base", "_buf")
 
     def __init__(self, buf: memoryview, base: int) -> None:
         self._buf = buf
         self._base = base
-
-    def observe(self, seconds: float) -> None:
-        """Record one duration."""
-        self._buf[self._base + bisect_left(BUCKETS, seconds)] += 1.0
-        self._buf[self._base + _NB] += seconds
 
     @property
     def counts(self) -> list[int]:
@@ -128,22 +123,12 @@ class VariantStats:
         self._buf[self._base] += 1.0
         self._buf[self._base + (_ERRORS_5XX if status >= 500 else _ERRORS_4XX)] += 1.0
 
-    def observe(self, parse: float, predict: float, serialise: float, total: float) -> None:
-        """Record the phase timings of one successful invocation (without counting it)."""
-        self.parse.observe(parse)
-        self.predict.observe(predict)
-        self.serialise.observe(serialise)
-        self.total.observe(total)
-
     def _get(self, offset: int) -> int:
         return int(self._buf[self._base + offset])
 
-    def _set(self, offset: int, value: float) -> None:
-        self._buf[self._base + offset] = float(value)
-
-    invocations = property(lambda self: self._get(_INVOCATIONS), lambda self, v: self._set(_INVOCATIONS, v))
-    errors_4xx = property(lambda self: self._get(_ERRORS_4XX), lambda self, v: self._set(_ERRORS_4XX, v))
-    errors_5xx = property(lambda self: self._get(_ERRORS_5XX), lambda self, v: self._set(_ERRORS_5XX, v))
+    invocations = property(lambda self: self._get(_INVOCATIONS))
+    errors_4xx = property(lambda self: self._get(_ERRORS_4XX))
+    errors_5xx = property(lambda self: self._get(_ERRORS_5XX))
 
 
 class _SharedFile:

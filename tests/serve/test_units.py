@@ -109,9 +109,11 @@ def test_runtime_wraps_model_failures_as_model_error() -> None:
 
 def test_metrics_render_round_trips() -> None:
     metrics = Metrics('ep"1', ["A", "B"])
-    metrics.variants["A"].invocations = 5
-    metrics.variants["A"].errors_4xx = 2
-    metrics.variants["B"].observe(0.001, 0.002, 0.0001, 0.004)
+    for _ in range(3):
+        metrics.variants["A"].succeeded(0.001, 0.002, 0.0001, 0.004)
+    for _ in range(2):
+        metrics.variants["A"].failed(400)
+    metrics.variants["B"].succeeded(0.001, 0.002, 0.0001, 0.004)
     metrics.reject("ValidationError")
     samples = parse_prometheus(metrics.render())
     assert any(dict(labels).get("endpoint") == 'ep\\"1' for _, labels in samples)
