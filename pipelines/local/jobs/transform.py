@@ -559,7 +559,8 @@ class _Dispatcher:
         self._source = source
         self._loaded: LoadedModel | None = None
         self._grace = grace
-        threads = max(1, _cpus() // max(1, processes))
+        self._cores = _cpus()
+        threads = max(1, self._cores // max(1, processes))
         # Started together: they import and load their models in parallel.
         self._workers: list[_Worker] = []
         try:
@@ -602,7 +603,7 @@ class _Dispatcher:
         size = max(1, len(batch) if isinstance(batch, bytes) else sum(len(r) for r in batch))
         with self._active_lock:
             self._active_bytes += size
-            share = max(1, round(_cpus() * size / self._active_bytes))
+            share = max(1, round(self._cores * size / self._active_bytes))
         try:
             xgboost = sys.modules.get("xgboost")  # imported by the model's hooks, if they use it
             if xgboost is None:
