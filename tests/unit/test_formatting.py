@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model_code.formatting import csv_lines, format_numbers
+from model_code.formatting import CHUNK, csv_lines, format_numbers
 from model_code.inference import BULK_NUMBERS, Prediction, output_fn
 
 
@@ -50,12 +50,13 @@ def test_every_float32_reads_back_exactly() -> None:
     assert np.array_equal(parsed, values)
 
 
-def test_probability_matrix_with_labels_needing_quotes() -> None:
-    matrix = np.random.default_rng(5).random((500, 3)).astype(np.float32)
+@pytest.mark.parametrize("count", [500, CHUNK // 2 + 1])  # in one piece, and across pieces
+def test_probability_matrix_with_labels_needing_quotes(count: int) -> None:
+    matrix = np.random.default_rng(5).random((count, 3)).astype(np.float32)
     winners = matrix.argmax(axis=1)
     names = ["low", 'has "quote"', "a,b"]
     rows = list(csv.reader(io.StringIO(csv_lines(matrix, names, winners).decode())))
-    assert len(rows) == 500
+    assert len(rows) == count
     for row, probs, winner in zip(rows, matrix, winners, strict=True):
         assert row[0] == names[winner]
         assert row[1:] == [f"{p:.9g}" for p in probs.tolist()]
