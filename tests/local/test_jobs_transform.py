@@ -406,6 +406,22 @@ def test_runs_cut_whole_lines_within_the_payload() -> None:
         run_bodies(b"abcdefgh\n", 8)
 
 
+def test_runs_cut_evenly_at_a_target_and_never_past_the_payload() -> None:
+    data = b"".join(b"%09d\n" % i for i in range(10))  # ten 10-byte lines
+    # 100 bytes at 40 a run: 3 runs, rounded up to 4 for 2 requests in flight, of about 25 bytes each.
+    target = transform._even_target(len(data), 40, concurrency=2)
+    assert target == 25
+    runs = list(transform._runs(io.BytesIO(data), 40, target))
+    assert [run.count(b"\n") + 1 for run in runs] == [3, 3, 3, 1]
+    assert b"\n".join(runs) + b"\n" == data  # every record once, in order
+    assert list(transform._runs(io.BytesIO(data[:-1]), 40, target)) == runs  # no final line break
+    # The target never stretches a run past the limit, and short reads (gzip) change nothing.
+    assert all(len(run) + 1 <= 40 for run in transform._runs(io.BytesIO(data), 40, 35))
+    assert run_bodies(data, 40) == list(transform._runs(io.BytesIO(data), 40, 0))
+    # Objects that fit one run, or one request at a time: filled runs, as before.
+    assert transform._even_target(40, 40, 2) == 0 and transform._even_target(100, 40, 1) == 0
+
+
 def test_irregular_lines_are_dropped_or_trimmed_like_records() -> None:
     assert transform._regular(b"1,2\n3,4") == b"1,2\n3,4"
     assert transform._regular(b"\n1,2\r\n\n  \n\t\n3,4\r") == b"1,2\n3,4"
@@ -578,8 +594,8 @@ def test_cancel_stops_the_job_and_writes_nothing(
     ctx.store.put_bytes("s3://bkt/in/a.csv", b"1,1\n" * 200)
     real = transform._batches
 
-    def cancelling(handle: Any, plan: Any) -> Any:
-        for number, item in enumerate(real(handle, plan)):
+    def cancelling(handle: Any, plan: Any, size: int = 0) -> Any:
+        for number, item in enumerate(real(handle, plan, size)):
             if number == 5:
                 cancel.set()
             yield item
@@ -608,6 +624,124 @@ def test_worker_processes_only_when_the_model_asks_for_them(monkeypatch: pytest.
     assert plan(MaxConcurrentTransforms=2).processes(big, workers=4) == 2  # one per request in flight
     assert plan(MaxConcurrentTransforms=4).processes(big, workers=3) == 3
     assert plan(MaxConcurrentTransforms=2).processes(big - 1, workers=4) == 0  # small: threads
+
+
+def test_xgboost_threads_are_shared_between_the_requests_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transform, "_cpus", lambda: 4)
+    settings = plan(MaxConcurrentTransforms=2)
+    dispatch = transform._Dispatcher(settings, None, 0, None, 1.0)  # type: ignore[arg-type]
+    try:
+        # While input keeps coming, a request that starts alone is soon joined: it takes its half.
+        with dispatch._share(b"x" * 100) as first, dispatch._share(b"x" * 100) as second:
+            assert first == second == 2
+        dispatch.input_ended()
+        # The tail: the requests still running share what the finished ones left.
+        with dispatch._share(b"x" * 100) as alone:
+            assert alone == 4
+            with dispatch._share(b"x" * 300) as big:
+                assert big == 3  # 300 of the 400 bytes in flight
+    finally:
+        dispatch.__exit__(None, None, None)
+
+
+THREADS_MODEL = """
+import os
+from pathlib import Path
+import xgboost
+
+def model_fn(model_dir):
+    return Path(model_dir)
+
+def transform_fn(model, body, content_type, accept):
+    with open(model / "threads.txt", "a") as f:
+        f.write(f"{os.getpid()} {xgboost.get_config()['nthread']}\\n")
+    return body, "text/csv"
+"""
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_each_request_runs_xgboost_on_its_share_of_the_cores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: str
+) -> None:
+    """On threads here and in worker processes alike, XGBoost's thread count is set for every request."""
+    monkeypatch.setattr(transform, "PROCESS_MIN_BYTES", 0)
+    monkeypatch.setattr(transform, "_cpus", lambda: 4)
+    ctx = make_ctx(tmp_path)
+    ctx.store.put_bytes(
+        "s3://bkt/model/model.tar.gz", model_tarball({"code/inference.py": THREADS_MODEL.encode()})
+    )
+    model = {
+        "ModelName": "t",
+        "PrimaryContainer": {
+            "Image": SKLEARN_IMAGE,
+            "ModelDataUrl": "s3://bkt/model/model.tar.gz",
+            "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": workers},
+        },
+    }
+    ctx.store.put_bytes("s3://bkt/in/rows.csv", b"1,2\n" * 600_000)  # 2.4 MB: 4 runs of 1 MB or less
+    req = transform_request("threads", MaxPayloadInMB=1, MaxConcurrentTransforms=2)
+    desc = run_transform_job(req, ctx, model)
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    seen = [line.split() for line in (ctx.job_dir / "model" / "threads.txt").read_text().splitlines()]
+    assert len(seen) == 4
+    assert {int(threads) for _, threads in seen} <= {2, 3, 4}  # never XGBoost's default (0: all cores)
+    assert (len({pid for pid, _ in seen}) == 2) == (workers == "2")
+
+
+CONCURRENCY_MODEL = """
+import threading, time
+from pathlib import Path
+
+LOCK = threading.Lock()
+ACTIVE = [0]
+
+def model_fn(model_dir):
+    return Path(model_dir)
+
+def transform_fn(model, body, content_type, accept):
+    with LOCK:
+        ACTIVE[0] += 1
+        with open(model / "active.txt", "a") as f:
+            f.write(f"{ACTIVE[0]}\\n")
+    time.sleep(0.05)
+    if b"bad" in body:
+        with LOCK:
+            ACTIVE[0] -= 1
+        raise ValueError("bad record")
+    with LOCK:
+        ACTIVE[0] -= 1
+    return body.replace(b",", b"-"), "text/csv"
+"""
+
+
+def test_requests_in_flight_span_objects_and_a_failure_stays_with_its_object(tmp_path: Path) -> None:
+    """Many small objects keep every request slot busy; a failing object has no .out, the others do."""
+    ctx = make_ctx(tmp_path)
+    ctx.store.put_bytes(
+        "s3://bkt/model/model.tar.gz", model_tarball({"code/inference.py": CONCURRENCY_MODEL.encode()})
+    )
+    model = {
+        "ModelName": "c",
+        "PrimaryContainer": {"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://bkt/model/model.tar.gz"},
+    }
+    names = [f"{i:02d}.csv" for i in range(8)]
+    for i, name in enumerate(names):
+        body = b"bad\n" if i in (3, 6) else b"%d,%d\n" % (i, i)
+        ctx.store.put_bytes(f"s3://bkt/in/{name}", body)
+    ctx.store.put_bytes("s3://bkt/in/empty.csv", b"")
+    desc = run_transform_job(transform_request("span", MaxConcurrentTransforms=2), ctx, model)
+    assert desc["TransformJobStatus"] == "Failed"
+    # Every failure, in input order, each naming its object.
+    assert desc["FailureReason"].startswith("ClientError: 03.csv: ValueError: bad record; 06.csv: ")
+    outs = ctx.store.list("s3://bkt/out/span/")
+    expected = [f"s3://bkt/out/span/{n}.out" for i, n in enumerate(names) if i not in (3, 6)]
+    assert outs == sorted([*expected, "s3://bkt/out/span/empty.csv.out"])
+    for i, name in enumerate(names):
+        if i not in (3, 6):
+            assert ctx.store.get_bytes(f"s3://bkt/out/span/{name}.out") == b"%d-%d\n" % (i, i)
+    assert ctx.store.get_bytes("s3://bkt/out/span/empty.csv.out") == b""
+    active = [int(n) for n in (ctx.job_dir / "model" / "active.txt").read_text().split()]
+    assert len(active) == 8 and max(active) == 2  # two objects' requests at once, never more
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two"])

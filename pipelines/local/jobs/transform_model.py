@@ -9,7 +9,7 @@ import pickle
 import sys
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +124,21 @@ def _default_output(prediction: Any, accept: str) -> bytes:
     return ("\n".join(rows) + "\n").encode("utf-8")
 
 
+def _import_for_this_process(path: Path) -> Any:
+    """Import the hooks module `path` with its folder kept on sys.path (a process serving one model)."""
+    sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location("_local_inference", path)
+    if spec is None or spec.loader is None:
+        raise UnsupportedError(f"cannot import inference script {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickle look classes up through sys.modules
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # the user's code failed: the job fails, naming why
+        raise ModelError(f"loading the model failed: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
 def _import_user_module(path: Path, model_dir: Path) -> LoadedModel:
     """Import `path` under a unique name with its folder on sys.path, then forget its sibling imports.
 
@@ -176,14 +191,42 @@ class ModelSource:
     def load(self) -> LoadedModel:
         """Import the hooks and run model_fn (or load the booster) in this process."""
         if self.kind == "xgboost":
-            try:
-                return XGBoostAlgorithmModel(self.model_dir)
-            except StoreError:
-                raise
-            except (ValueError, OSError) as exc:  # XGBoostError is a ValueError
-                raise ModelError(f"loading the model failed: {exc}") from exc
+            return self._booster()
         assert self.script is not None
         return _import_user_module(self.script, self.model_dir)
+
+    def preload(self) -> Callable[[], LoadedModel]:
+        """Import the hooks (and what they import) in this process, which serves only this model; the
+        returned call runs model_fn (or loads the booster).
+
+        Split so that worker processes can be forked between the two: the imports (a second or more:
+        `import xgboost` imports scikit-learn and SciPy) happen once, and each worker loads its own model
+        without having run any of the model's threads before the fork.
+        """
+        if self.kind == "xgboost":
+            import xgboost  # noqa: F401  (the slow part, shared by the workers)
+
+            return self._booster
+        assert self.script is not None
+        module = _import_for_this_process(self.script)
+
+        def finish() -> LoadedModel:
+            try:
+                return ScriptModel(module, self.model_dir)
+            except (UnsupportedError, ModelError):
+                raise
+            except Exception as exc:  # the user's code failed: the job fails, naming why
+                raise ModelError(f"loading the model failed: {type(exc).__name__}: {exc}") from exc
+
+        return finish
+
+    def _booster(self) -> LoadedModel:
+        try:
+            return XGBoostAlgorithmModel(self.model_dir)
+        except StoreError:
+            raise
+        except (ValueError, OSError) as exc:  # XGBoostError is a ValueError
+            raise ModelError(f"loading the model failed: {exc}") from exc
 
 
 def prepare_model(model: Mapping[str, Any], ctx: JobContext, environment: Mapping[str, str]) -> ModelSource:
