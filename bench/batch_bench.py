@@ -28,7 +28,7 @@ ROWS, SMALL_ROWS = 1_000_000, 100_000
 PARTS = 30  # the same rows as that many objects of ~1 MB (a prefix of part files, as Spark or Glue write)
 QUICK_ROWS, QUICK_SMALL_ROWS = 200_000, 20_000  # `python -m bench --quick`: checks the harness only
 SEED = 11
-ATTEMPTS = 5  # runs of the 1M-row job (and 6 of raw predict, 3 times each) alternated; the best counts
+ATTEMPTS = 5  # runs of the 1M-row job, alternated with 6 runs of raw predict (3 predictions each)
 TARGET_RATIO = 0.5
 BUCKET = "s3://pdm-bench"
 JOB_TIMEOUT_S = 900
@@ -157,18 +157,24 @@ def measure(rows: int, small_rows: int) -> dict[str, Any]:
             chunk = b"".join(lines[part * step : (part + 1) * step])
             store.put_bytes(f"{BUCKET}/input-parts/part-{part:05d}.csv", chunk)
         del lines
-        # Alternated and repeated, best kept: a busy spell on a shared machine should not decide the ratio.
+        # Alternated and repeated: a busy spell on a shared machine should not decide the ratio.
         raws, bigs = [_raw(artefact, files[rows])], []
         for attempt in range(ATTEMPTS):
             bigs.append(_transform(root, rows, folder, attempt))
             raws.append(_raw(artefact, files[rows]))
         raw = min(raws, key=lambda r: r["seconds"][0])
-        # Each job against the better of the raw runs just before and after it: the machine's speed drifts
-        # by more than the margins measured here, so a ratio is only taken within one time window.
-        near = [min(raws[i]["seconds"][0], raws[i + 1]["seconds"][0]) for i in range(len(bigs))]
+        # Each job against the raw predictions just before and after it: the machine's speed drifts by
+        # more than the margins measured here, so a ratio is only taken within one time window. A job is
+        # one sample, so it is set against the typical (median) of the 6 raw samples beside it, not the
+        # fastest of them: the fastest of 6 noisy samples is faster than a typical one, which would
+        # favour the raw side (shown too, as the figure earlier runs reported).
+        beside = [raws[i]["seconds"] + raws[i + 1]["seconds"] for i in range(len(bigs))]
+        typical, fastest = [statistics.median(s) for s in beside], [min(s) for s in beside]
+        steady_s = [b["job_s"] - b["ready_s"] for b in bigs]
         paired = {
-            "steady": sorted(r / (b["job_s"] - b["ready_s"]) for r, b in zip(near, bigs, strict=True)),
-            "whole": sorted(r / b["job_s"] for r, b in zip(near, bigs, strict=True)),
+            "steady": sorted(r / t for r, t in zip(typical, steady_s, strict=True)),
+            "steady_vs_fastest": sorted(r / t for r, t in zip(fastest, steady_s, strict=True)),
+            "whole": sorted(r / b["job_s"] for r, b in zip(typical, bigs, strict=True)),
         }
         best = min(bigs, key=lambda r: r["job_s"] - r["ready_s"])
         runs = {small_rows: _transform(root, small_rows, folder), rows: best}
@@ -207,6 +213,7 @@ def render(data: dict[str, Any]) -> str:
     steady = rows / (big["job_s"] - big["ready_s"])
     paired = data["paired"]
     ratio, whole = statistics.median(paired["steady"]), statistics.median(paired["whole"])
+    fastest = statistics.median(paired["steady_vs_fastest"])
     spread = f"{paired['steady'][0]:.2f}–{paired['steady'][-1]:.2f}"
     verdict = "met" if ratio >= TARGET_RATIO else f"**missed** by {(TARGET_RATIO - ratio) / TARGET_RATIO:.0%}"
     records = stages["records"]
@@ -230,8 +237,10 @@ def render(data: dict[str, Any]) -> str:
         "against `Booster.inplace_predict` on the same rows already encoded in memory (float32, XGBoost's "
         f"default threads = all CPUs). Job and raw prediction alternate ({ATTEMPTS} jobs, {ATTEMPTS + 1}×3 "
         "raw predictions); the rates shown are the best of each, the ratio is the median over the jobs of "
-        "each job against the better raw run beside it (the machine's speed drifts between runs by more "
-        "than the margins here). The ratio compares like with like: the raw figure "
+        "each job against the median of the raw predictions just before and after it (the machine's speed "
+        "drifts between runs by more than the margins here, and a job is one sample: set against the "
+        "fastest of the 6 raw samples beside it instead, the figure earlier runs reported, it is shown "
+        "too). The ratio compares like with like: the raw figure "
         "excludes importing XGBoost and loading the model, so the transform's rate is counted from the "
         "moment its model is loaded (the one-off start, which a SageMaker job also pays when its container "
         "starts, is shown separately, and the whole-job ratio next to it).",
@@ -243,11 +252,15 @@ def render(data: dict[str, Any]) -> str:
         f"| raw `inplace_predict` | **{raw_rps:,.0f} rows/s** ({raw_s:.3f} s) |",
         f"| ratio (target ≥ {TARGET_RATIO}), median of {len(paired['steady'])} paired runs | **{ratio:.2f}** "
         f"(range {spread}): {verdict} |",
+        f"| the same against the fastest raw sample beside each job | median {fastest:.2f} (range "
+        f"{paired['steady_vs_fastest'][0]:.2f}–{paired['steady_vs_fastest'][-1]:.2f}) |",
+        f"| best job against best raw run | {steady / raw_rps:.2f} |",
         f"| model start (import of the hooks, `import xgboost`, which imports scikit-learn and SciPy, "
         f"model_fn) | {big['ready_s']:.2f} s |",
         f"| whole job, start included | {rps:,.0f} rows/s (job {big['job_s']:.2f} s; whole command "
         f"{big['wall_s']:.2f} s; {big['cpu_s']:.1f} CPU-s): median {whole:.2f}× raw |",
-        f"| the same rows as {PARTS} objects of ~1 MB (requests in flight across objects), model loaded | "
+        f"| the same rows as {PARTS} objects of {data['input_mb'] / PARTS:.1f} MB (requests in flight across "
+        "objects), model loaded | "
         f"{rows / parts_steady_s:,.0f} rows/s ({parts_steady_s:.2f} s; {big_steady_s / parts_steady_s:.2f}× "
         "the one-object rate) |",
         f"| peak RSS, {rows:,} rows | {big['total_mb']:.0f} MB ({workers}; {big['processes']} process(es)) |",
