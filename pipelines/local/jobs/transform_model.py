@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import json
@@ -9,7 +10,7 @@ import pickle
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,18 +125,27 @@ def _default_output(prediction: Any, accept: str) -> bytes:
     return ("\n".join(rows) + "\n").encode("utf-8")
 
 
-def _import_for_this_process(path: Path) -> Any:
-    """Import the hooks module `path` with its folder kept on sys.path (a process serving one model)."""
-    sys.path.insert(0, str(path.parent))
-    spec = importlib.util.spec_from_file_location("_local_inference", path)
+@contextlib.contextmanager
+def _user_code() -> Iterator[None]:
+    """The user's code failing (import or model_fn) fails the job with a ModelError naming why."""
+    try:
+        yield
+    except (UnsupportedError, ModelError):
+        raise
+    except Exception as exc:
+        raise ModelError(f"loading the model failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _exec_hooks(path: Path, name: str) -> Any:
+    """Import the hooks module at `path` as `name` (its folder must already be on sys.path)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise UnsupportedError(f"cannot import inference script {path}")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses and pickle look classes up through sys.modules
-    try:
+    # Registered under its name: dataclasses and pickle look classes up through sys.modules.
+    sys.modules[spec.name] = module
+    with _user_code():
         spec.loader.exec_module(module)
-    except Exception as exc:  # the user's code failed: the job fails, naming why
-        raise ModelError(f"loading the model failed: {type(exc).__name__}: {exc}") from exc
     return module
 
 
@@ -150,20 +160,9 @@ def _import_user_module(path: Path, model_dir: Path) -> LoadedModel:
         before = set(sys.modules)
         sys.path.insert(0, folder)
         try:
-            spec = importlib.util.spec_from_file_location(f"_local_inference_{uuid.uuid4().hex}", path)
-            if spec is None or spec.loader is None:
-                raise UnsupportedError(f"cannot import inference script {path}")
-            module = importlib.util.module_from_spec(spec)
-            # Registered under its unique name: dataclasses and pickle look classes up through sys.modules.
-            sys.modules[spec.name] = module
-            try:
-                spec.loader.exec_module(module)
-                # model_fn runs here too: a helper it imports lazily is still on sys.path.
+            module = _exec_hooks(path, f"_local_inference_{uuid.uuid4().hex}")
+            with _user_code():  # model_fn runs here too: a helper it imports lazily is still on sys.path
                 model = ScriptModel(module, model_dir)
-            except (UnsupportedError, ModelError):
-                raise
-            except Exception as exc:  # the user's code failed: the job fails, naming why
-                raise ModelError(f"loading the model failed: {type(exc).__name__}: {exc}") from exc
         finally:
             sys.path.remove(folder)
             for name in set(sys.modules) - before:
@@ -208,15 +207,12 @@ class ModelSource:
 
             return self._booster
         assert self.script is not None
-        module = _import_for_this_process(self.script)
+        sys.path.insert(0, str(self.script.parent))  # kept: this process serves this model only
+        module = _exec_hooks(self.script, "_local_inference")
 
         def finish() -> LoadedModel:
-            try:
+            with _user_code():
                 return ScriptModel(module, self.model_dir)
-            except (UnsupportedError, ModelError):
-                raise
-            except Exception as exc:  # the user's code failed: the job fails, naming why
-                raise ModelError(f"loading the model failed: {type(exc).__name__}: {exc}") from exc
 
         return finish
 
