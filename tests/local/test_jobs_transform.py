@@ -744,6 +744,30 @@ def test_requests_in_flight_span_objects_and_a_failure_stays_with_its_object(tmp
     assert len(active) == 8 and max(active) == 2  # two objects' requests at once, never more
 
 
+def test_a_batch_failing_inside_a_large_object_drops_all_of_it_and_keeps_the_next(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path)
+    ctx.store.put_bytes(
+        "s3://bkt/model/model.tar.gz", model_tarball({"code/inference.py": CONCURRENCY_MODEL.encode()})
+    )
+    model = {
+        "ModelName": "c",
+        "PrimaryContainer": {"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://bkt/model/model.tar.gz"},
+    }
+    row = b"1,2,3,4,5,6,7,8,9\n"  # 18 bytes: 1 MB runs of ~58,000 records
+    ctx.store.put_bytes("s3://bkt/in/a.csv", row * 100_000 + b"bad\n" + row * 100_000)  # 3.6 MB
+    ctx.store.put_bytes("s3://bkt/in/b.csv", row * 100_000)
+    desc = run_transform_job(
+        transform_request("mid", MaxPayloadInMB=1, MaxConcurrentTransforms=2), ctx, model
+    )
+    assert desc["TransformJobStatus"] == "Failed" and "a.csv: ValueError: bad record" in desc["FailureReason"]
+    assert ctx.store.list("s3://bkt/out/mid/") == ["s3://bkt/out/mid/b.csv.out"]
+    assert ctx.store.get_bytes("s3://bkt/out/mid/b.csv.out") == (row * 100_000).replace(b",", b"-")
+    # Nothing of a.csv's output is left behind, not even a temporary file.
+    assert sorted(p.name for p in ctx.store.path_for("s3://bkt/out/mid/b.csv.out").parent.iterdir()) == [
+        "b.csv.out"
+    ]
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "two"])
 def test_a_bad_worker_count_fails_the_job(tmp_path: Path, value: str) -> None:
     ctx = make_ctx(tmp_path)
