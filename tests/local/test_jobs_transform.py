@@ -768,6 +768,33 @@ def test_a_batch_failing_inside_a_large_object_drops_all_of_it_and_keeps_the_nex
     ]
 
 
+def test_an_output_that_cannot_be_saved_fails_its_own_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed commit (disk full) is that object's failure, even while a later object is being read."""
+    import pipelines.local.store as store
+
+    ctx = make_ctx(tmp_path)
+    model = script_model(ctx)
+    for name in ("a", "b", "c"):
+        ctx.store.put_bytes(f"s3://bkt/in/{name}.csv", b"1,2\n")
+    real_fsync, calls = store.os.fsync, []
+
+    def full_once(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(store.os, "fsync", full_once)
+    desc = run_transform_job(transform_request("full", MaxConcurrentTransforms=2), ctx, model)
+    assert desc["FailureReason"] == "ClientError: a.csv: [Errno 28] No space left on device"
+    assert ctx.store.list("s3://bkt/out/full/") == [
+        "s3://bkt/out/full/b.csv.out",
+        "s3://bkt/out/full/c.csv.out",
+    ]
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "two"])
 def test_a_bad_worker_count_fails_the_job(tmp_path: Path, value: str) -> None:
     ctx = make_ctx(tmp_path)

@@ -591,7 +591,11 @@ def _transform_objects(
     def finish(output: _Output) -> None:
         """Commit the output once all of it is read and written (an empty object: an empty `.out`)."""
         if output.read and not output.in_flight and output.failure is None:
-            output.commit()
+            try:
+                output.commit()
+            except _OBJECT_ERRORS as exc:  # e.g. the disk filled: this object fails, not the one being read
+                fail(output, exc)
+                return
             log.engine(f"{output.uri} -> {output.out_uri}: {output.records} record(s)")
 
     def drain_one() -> None:
