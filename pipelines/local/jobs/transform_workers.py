@@ -239,7 +239,8 @@ class WorkerPool:
         """Why a worker stopped answering, with its exit code once the zygote has reported it."""
         code = self._exit_code(pid, self._grace) if pid else None
         if code is None and not pid:
-            code = self.proc.wait(self._grace)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = self.proc.wait(self._grace)
         who = f"worker process {pid}" if pid else "the worker processes' parent"
         return f"{who} exited with code {code}" if code is not None else f"{who} is gone"
 
