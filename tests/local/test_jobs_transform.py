@@ -83,6 +83,18 @@ def script_model(ctx: JobContext) -> dict[str, Any]:
     }
 
 
+def hooks_model(
+    ctx: JobContext, code: str | bytes, environment: dict[str, str] | None = None, **files: bytes
+) -> dict[str, Any]:
+    """A DescribeModel of an artefact whose code/inference.py is `code` (plus `files`), stored in ctx."""
+    source = code.encode() if isinstance(code, str) else code
+    ctx.store.put_bytes("s3://bkt/model/model.tar.gz", model_tarball({"code/inference.py": source, **files}))
+    container: dict[str, Any] = {"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://bkt/model/model.tar.gz"}
+    if environment:
+        container["Environment"] = environment
+    return {"ModelName": "m", "PrimaryContainer": container}
+
+
 def transform_request(name: str, **settings: Any) -> dict[str, Any]:
     tin = {
         "DataSource": {
@@ -152,13 +164,7 @@ def test_multirecord_batches_fit_the_payload_and_memory_stays_flat(
     peaks = []
     for rows in (30_000, 120_000):  # 7 MB and 29 MB
         ctx = make_ctx(tmp_path, f"big{rows}")
-        ctx.store.put_bytes(
-            "s3://bkt/model/model.tar.gz", model_tarball({"code/inference.py": COUNTING.encode()})
-        )
-        model = {
-            "ModelName": "count",
-            "PrimaryContainer": {"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://bkt/model/model.tar.gz"},
-        }
+        model = hooks_model(ctx, COUNTING)
         ctx.store.put_bytes("s3://bkt/in/big.csv", (row * rows).encode())
         req = transform_request(
             f"big{rows}", BatchStrategy="MultiRecord", MaxPayloadInMB=1, MaxConcurrentTransforms=2
@@ -476,16 +482,7 @@ def test_limits_sagemaker_rejects_fail_the_job(tmp_path: Path) -> None:
 
 def test_a_failing_model_fn_fails_the_job(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path)
-    ctx.store.put_bytes(
-        "s3://bkt/model/model.tar.gz",
-        model_tarball(
-            {"code/inference.py": b"def model_fn(model_dir):\n    raise OSError('weights missing')\n"}
-        ),
-    )
-    model = {
-        "ModelName": "m",
-        "PrimaryContainer": {"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://bkt/model/model.tar.gz"},
-    }
+    model = hooks_model(ctx, "def model_fn(model_dir):\n    raise OSError('weights missing')\n")
     ctx.store.put_bytes("s3://bkt/in/a.csv", b"1,2\n")
     desc = run_transform_job(transform_request("broken"), ctx, model)
     assert desc["TransformJobStatus"] == "Failed" and "OSError: weights missing" in desc["FailureReason"]
@@ -514,18 +511,9 @@ def transform_fn(model, body, content_type, accept):
 
 
 def worker_model(ctx: JobContext, broken: bool = False) -> dict[str, Any]:
-    files = {"code/inference.py": WORKER_MODEL.encode()}
-    if broken:
-        files["BROKEN"] = b""
-    ctx.store.put_bytes("s3://bkt/model/model.tar.gz", model_tarball(files))
-    return {
-        "ModelName": "w",
-        "PrimaryContainer": {
-            "Image": SKLEARN_IMAGE,
-            "ModelDataUrl": "s3://bkt/model/model.tar.gz",
-            "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": "2"},  # a worker process per request
-        },
-    }
+    files = {"BROKEN": b""} if broken else {}
+    # A worker process per request.
+    return hooks_model(ctx, WORKER_MODEL, {"SAGEMAKER_MODEL_SERVER_WORKERS": "2"}, **files)
 
 
 def test_worker_processes_give_the_same_output_in_order(
@@ -667,17 +655,7 @@ def test_each_request_runs_xgboost_on_its_share_of_the_cores(
     monkeypatch.setattr(transform, "PROCESS_MIN_BYTES", 0)
     monkeypatch.setattr(transform, "_cpus", lambda: 4)
     ctx = make_ctx(tmp_path)
-    ctx.store.put_bytes(
-        "s3://bkt/model/model.tar.gz", model_tarball({"code/inference.py": THREADS_MODEL.encode()})
-    )
-    model = {
-        "ModelName": "t",
-        "PrimaryContainer": {
-            "Image": SKLEARN_IMAGE,
-            "ModelDataUrl": "s3://bkt/model/model.tar.gz",
-            "Environment": {"SAGEMAKER_MODEL_SERVER_WORKERS": workers},
-        },
-    }
+    model = hooks_model(ctx, THREADS_MODEL, {"SAGEMAKER_MODEL_SERVER_WORKERS": workers})
     ctx.store.put_bytes("s3://bkt/in/rows.csv", b"1,2\n" * 600_000)  # 2.4 MB: 4 runs of 1 MB or less
     req = transform_request("threads", MaxPayloadInMB=1, MaxConcurrentTransforms=2)
     desc = run_transform_job(req, ctx, model)
@@ -717,13 +695,7 @@ def transform_fn(model, body, content_type, accept):
 def test_requests_in_flight_span_objects_and_a_failure_stays_with_its_object(tmp_path: Path) -> None:
     """Many small objects keep every request slot busy; a failing object has no .out, the others do."""
     ctx = make_ctx(tmp_path)
-    ctx.store.put_bytes(
-        "s3://bkt/model/model.tar.gz", model_tarball({"code/inference.py": CONCURRENCY_MODEL.encode()})
-    )
-    model = {
-        "ModelName": "c",
-        "PrimaryContainer": {"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://bkt/model/model.tar.gz"},
-    }
+    model = hooks_model(ctx, CONCURRENCY_MODEL)
     names = [f"{i:02d}.csv" for i in range(8)]
     for i, name in enumerate(names):
         body = b"bad\n" if i in (3, 6) else b"%d,%d\n" % (i, i)
@@ -746,13 +718,7 @@ def test_requests_in_flight_span_objects_and_a_failure_stays_with_its_object(tmp
 
 def test_a_batch_failing_inside_a_large_object_drops_all_of_it_and_keeps_the_next(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path)
-    ctx.store.put_bytes(
-        "s3://bkt/model/model.tar.gz", model_tarball({"code/inference.py": CONCURRENCY_MODEL.encode()})
-    )
-    model = {
-        "ModelName": "c",
-        "PrimaryContainer": {"Image": SKLEARN_IMAGE, "ModelDataUrl": "s3://bkt/model/model.tar.gz"},
-    }
+    model = hooks_model(ctx, CONCURRENCY_MODEL)
     row = b"1,2,3,4,5,6,7,8,9\n"  # 18 bytes: 1 MB runs of ~58,000 records
     ctx.store.put_bytes("s3://bkt/in/a.csv", row * 100_000 + b"bad\n" + row * 100_000)  # 3.6 MB
     ctx.store.put_bytes("s3://bkt/in/b.csv", row * 100_000)
