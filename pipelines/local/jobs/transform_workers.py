@@ -143,8 +143,8 @@ class Worker:
         self.pool, self.requests, self.replies = pool, requests, replies
         self.pid = 0
 
-    def call(self, handler: object, batch: object, threads: int) -> bytes:
-        """The worker's output for one batch; raises what the hooks raised, or WorkerDied."""
+    def call(self, handler: object, batch: object, threads: int) -> Any:
+        """What the handler returned for one batch; raises what the hooks raised, or WorkerDied."""
         try:
             _send(self.requests, (handler, batch, threads))
         except (BrokenPipeError, ValueError) as exc:  # ValueError: the pipe was closed by stop()
