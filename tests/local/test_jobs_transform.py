@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -471,6 +472,31 @@ def test_runs_shrink_as_the_whole_input_runs_out_not_each_object(
     assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
     assert seen == [(20, 16), (12, 4), (4, 0)]
     assert ctx.store.get_bytes("s3://bkt/out/later/b.csv.out") == b"14.0\n" * 3
+
+
+def test_gzip_inputs_are_decompressed_as_read_in_filled_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gzip object's stored size is not the size of the lines cut from it: its runs are filled."""
+    seen: list[tuple[int, int]] = []
+    real = transform._batches
+
+    def spy(handle: Any, plan: Any, size: int = 0, after: int = 0) -> Any:
+        seen.append((size, after))
+        return real(handle, plan, size, after)
+
+    monkeypatch.setattr(transform, "_batches", spy)
+    ctx = make_ctx(tmp_path)
+    model = script_model(ctx)
+    ctx.store.put_bytes("s3://bkt/in/a.csv.gz", gzip.compress(b"1,2\n\n3,4\n"))
+    ctx.store.put_bytes("s3://bkt/in/b.csv.gz", gzip.compress(b"5,6\n"))
+    req = transform_request("gz", BatchStrategy="MultiRecord", MaxConcurrentTransforms=2)
+    req["TransformInput"]["CompressionType"] = "Gzip"
+    desc = run_transform_job(req, ctx, model)
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    assert ctx.store.get_bytes("s3://bkt/out/gz/a.csv.gz.out") == b"6.0\n14.0\n"
+    assert ctx.store.get_bytes("s3://bkt/out/gz/b.csv.gz.out") == b"22.0\n"
+    assert seen == [(0, 0), (0, 0)]
 
 
 def test_irregular_lines_are_dropped_or_trimmed_like_records() -> None:
