@@ -21,7 +21,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TARGET, EXIT_INTERRUPTED = 0, 1, 2, 3, 13
 DEFAULT_REGION = "us-east-1"
 # Error codes that mean "this target cannot be used right now" (credentials, permissions, throttling,
 # outages) rather than "this request is wrong": exit 3 instead of 1.
-TARGET_CODES = {
+_TARGET_CODES = {
     "AccessDenied",
     "AccessDeniedException",
     "UnrecognizedClientException",
@@ -265,14 +265,18 @@ def run_cli(work: Callable[[], int], err: TextIO | None = None) -> int:
         return EXIT_TARGET
     except ClientError as exc:
         print(f"error: {error_text(exc)}", file=err)
-        code = str(exc.response.get("Error", {}).get("Code", "Error"))
-        return EXIT_TARGET if code in TARGET_CODES else EXIT_FAILED
+        return EXIT_TARGET if is_target_error(exc) else EXIT_FAILED
     except (NoRegionError, BotoCoreError) as exc:
         print(f"error: {error_text(exc)}", file=err)
         return EXIT_TARGET
     except KeyboardInterrupt:
         print("interrupted", file=err)
         return EXIT_INTERRUPTED
+
+
+def is_target_error(error: Exception) -> bool:
+    """An AWS error that says the target cannot be used now (_TARGET_CODES), not that the request is wrong."""
+    return isinstance(error, ClientError) and error.response.get("Error", {}).get("Code") in _TARGET_CODES
 
 
 def is_not_found(exc: ClientError) -> bool:

@@ -24,7 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from deploy import autoscaling
 from deploy.autoscaling import AutoscalingSettings
 from deploy.clients import (
-    TARGET_CODES,
     OperationFailed,
     Target,
     TargetError,
@@ -32,6 +31,7 @@ from deploy.clients import (
     cli_parser,
     error_text,
     is_not_found,
+    is_target_error,
     paginate,
     run_cli,
     target_from_args,
@@ -466,8 +466,7 @@ def failed_deploy(target: Target, endpoint: str, created: Created, error: Except
         message += "; " + _clean_up(target, endpoint, created, names)
     if isinstance(error, UsageError | TargetError):
         return type(error)(message)  # keeps its exit code
-    code = error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else None
-    if code in TARGET_CODES:
+    if is_target_error(error):
         return TargetError(message)
     return OperationFailed(message)
 

@@ -27,17 +27,16 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pipelines.local.jobs.launch import JobLog
     from pipelines.local.jobs.transform_model import LoadedModel, ModelSource
 
+from pipelines.local.jobs.sandbox import PROJECT_ROOT
 from pipelines.local.jobs.transform_model import ModelError
 
 _LENGTH = struct.Struct("<Q")
-_PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 _ZYGOTE_CODE = "from pipelines.local.jobs.transform_workers import zygote_main; zygote_main()"
 
 
@@ -171,7 +170,7 @@ class WorkerPool:
             reply_read, reply_write = os.pipe()
             ours.append((request_write, reply_read))
             theirs.append((request_read, reply_write))
-        pythonpath = os.pathsep.join(p for p in (str(_PACKAGE_ROOT), os.environ.get("PYTHONPATH")) if p)
+        pythonpath = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
         # The workers' model threads share the cores with the other workers instead of oversubscribing
         # (XGBoost's are set per request, see transform._Dispatcher._share); idle OpenMP threads sleep
         # instead of spinning.
