@@ -451,10 +451,8 @@ def test_runs_shrink_toward_the_end_and_never_pass_the_payload(
     assert cut(data[:-1]) == runs  # no final line break: the same runs
 
 
-def test_runs_shrink_as_the_whole_input_runs_out_not_each_object(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each object is read knowing the bytes of the objects after it: only the job's end gets small runs."""
+def batch_sizes_seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """(object size, bytes after it) that the job passes to `_batches` for each object, in order."""
     seen: list[tuple[int, int]] = []
     real = transform._batches
 
@@ -463,6 +461,14 @@ def test_runs_shrink_as_the_whole_input_runs_out_not_each_object(
         return real(handle, plan, size, after)
 
     monkeypatch.setattr(transform, "_batches", spy)
+    return seen
+
+
+def test_runs_shrink_as_the_whole_input_runs_out_not_each_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each object is read knowing the bytes of the objects after it: only the job's end gets small runs."""
+    seen = batch_sizes_seen(monkeypatch)
     ctx = make_ctx(tmp_path)
     model = script_model(ctx)
     ctx.store.put_bytes("s3://bkt/in/a.csv", b"1,2\n" * 5)
@@ -478,14 +484,7 @@ def test_gzip_inputs_are_decompressed_as_read_in_filled_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A gzip object's stored size is not the size of the lines cut from it: its runs are filled."""
-    seen: list[tuple[int, int]] = []
-    real = transform._batches
-
-    def spy(handle: Any, plan: Any, size: int = 0, after: int = 0) -> Any:
-        seen.append((size, after))
-        return real(handle, plan, size, after)
-
-    monkeypatch.setattr(transform, "_batches", spy)
+    seen = batch_sizes_seen(monkeypatch)
     ctx = make_ctx(tmp_path)
     model = script_model(ctx)
     ctx.store.put_bytes("s3://bkt/in/a.csv.gz", gzip.compress(b"1,2\n\n3,4\n"))
